@@ -1,0 +1,316 @@
+"""The policy network: a Llama / Qwen2 family decoder in Flax NNX, with KV cache.
+
+Main entry points:
+  Decoder(cfg, rngs=...)                 the model.
+  Decoder.__call__(tokens, positions, cache=None) -> (logits, cache)
+  init_cache(cfg, batch, length)         an empty KV cache.
+  positions_from_mask(mask)              per-token positions of a padded batch.
+
+Positions carry the padding: a token's position is its index within its own
+sequence, and padding tokens have position -1. A query attends to a key iff the
+key's position is in [0, query position]. The same rule serves left-padded and
+right-padded batches, teacher forcing without a cache, and a cache that is
+written at a per-row cursor (so the sampler can splice retrieved documents into
+one row while the others decode):
+
+    tokens     [pad pad  a   b ]     [ a   b   c  pad]
+    positions  [ -1  -1  0   1 ]     [ 0   1   2  -1 ]
+
+Layer parameters are stacked on a leading `layers` axis and applied with
+`lax.scan`, so compile time does not grow with depth. Every parameter carries
+logical axis names (`axes` metadata) that `rsearch_jax.sharding` maps to the
+mesh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rsearch_jax import sharding
+from rsearch_jax.models._config import ModelConfig
+
+_NEG = -1e30  # finite, so a query with no valid key gets uniform weights, not NaN
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class KVCache:
+  """Keys and values of every layer, written at a per-row cursor.
+
+  Attributes:
+    k: [L, B, S, K, Dh] keys (after RoPE) of every written slot.
+    v: [L, B, S, K, Dh] values.
+    pos: [B, S] int32 position of the token in each slot; -1 when empty.
+    end: [B] int32 next slot to write in each row.
+  """
+
+  k: jax.Array
+  v: jax.Array
+  pos: jax.Array
+  end: jax.Array
+
+  @property
+  def length(self) -> int:
+    return self.pos.shape[1]
+
+
+def init_cache(cfg: ModelConfig, batch: int, length: int,
+               dtype=None) -> KVCache:
+  """An empty cache of `length` slots per row (dtype: compute dtype)."""
+  dtype = cfg.jnp_dtype if dtype is None else dtype
+  shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
+  return KVCache(
+      k=jnp.zeros(shape, dtype),
+      v=jnp.zeros(shape, dtype),
+      pos=jnp.full((batch, length), -1, jnp.int32),
+      end=jnp.zeros((batch,), jnp.int32),
+  )
+
+
+def positions_from_mask(mask: jax.Array) -> jax.Array:
+  """[B, T] 0/1 mask of real tokens -> [B, T] positions, -1 on padding."""
+  mask = mask.astype(jnp.int32)
+  return jnp.where(mask > 0, jnp.cumsum(mask, axis=-1) - 1, -1)
+
+
+# --- RoPE -------------------------------------------------------------------
+
+
+def rope_inv_freq(cfg: ModelConfig) -> jax.Array:
+  """Inverse frequencies [Dh/2] with HF's linear or llama3 scaling applied."""
+  dh = cfg.head_dim
+  inv = 1.0 / (cfg.rope_theta ** (jnp.arange(0, dh, 2, dtype=jnp.float32) / dh))
+  scaling = cfg.rope_scaling_dict
+  if not scaling:
+    return inv
+  kind = scaling["rope_type"]
+  factor = float(scaling["factor"])
+  if kind == "linear":
+    return inv / factor
+  # llama3: long wavelengths are slowed by `factor`, short ones kept, and the
+  # band between is interpolated smoothly.
+  low = float(scaling["low_freq_factor"])
+  high = float(scaling["high_freq_factor"])
+  old_ctx = float(scaling["original_max_position_embeddings"])
+  wavelen = 2 * math.pi / inv
+  low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+  scaled = jnp.where(wavelen > low_wavelen, inv / factor, inv)
+  smooth = (old_ctx / wavelen - low) / (high - low)
+  smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+  medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+  return jnp.where(medium, smoothed, scaled)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array,
+               inv_freq: jax.Array) -> jax.Array:
+  """HF "rotate half" RoPE. x: [B, T, N, Dh], positions: [B, T]."""
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, Dh/2]
+  cos = jnp.cos(angles)[:, :, None, :]
+  sin = jnp.sin(angles)[:, :, None, :]
+  xf = x.astype(jnp.float32)
+  x1, x2 = jnp.split(xf, 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
+  xf = x.astype(jnp.float32)
+  xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+  return (xf * scale.astype(jnp.float32)).astype(x.dtype)
+
+
+# --- parameters --------------------------------------------------------------
+
+
+def _param(rngs, shape, axes, dtype, init="normal"):
+  if init == "normal":
+    value = 0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)
+  elif init == "ones":
+    value = jnp.ones(shape, jnp.float32)
+  else:
+    value = jnp.zeros(shape, jnp.float32)
+  return nnx.Param(value.astype(dtype), axes=axes)
+
+
+class DecoderLayers(nnx.Module):
+  """All decoder blocks' parameters, stacked on a leading `layers` axis."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    L, D, F = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size
+    H, K, Dh = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    p = lambda shape, axes, init="normal": _param(
+        rngs, shape, axes, cfg.jnp_param_dtype, init)
+    self.attn_norm = p((L, D), ("layers", "norm"), "ones")
+    self.q = p((L, D, H, Dh), ("layers", "embed", "q_heads", "head_dim"))
+    self.k = p((L, D, K, Dh), ("layers", "embed", "kv_heads", "head_dim"))
+    self.v = p((L, D, K, Dh), ("layers", "embed", "kv_heads", "head_dim"))
+    self.o = p((L, H, Dh, D), ("layers", "q_heads", "head_dim", "embed"))
+    if cfg.qkv_bias:
+      self.q_bias = p((L, H, Dh), ("layers", "q_heads", "head_dim"), "zeros")
+      self.k_bias = p((L, K, Dh), ("layers", "kv_heads", "head_dim"), "zeros")
+      self.v_bias = p((L, K, Dh), ("layers", "kv_heads", "head_dim"), "zeros")
+    self.mlp_norm = p((L, D), ("layers", "norm"), "ones")
+    self.gate = p((L, D, F), ("layers", "embed", "mlp"))
+    self.up = p((L, D, F), ("layers", "embed", "mlp"))
+    self.down = p((L, F, D), ("layers", "mlp", "embed"))
+
+  def arrays(self) -> dict[str, jax.Array]:
+    return {name: getattr(self, name)[...] for name in vars(self)
+            if isinstance(getattr(self, name), nnx.Param)}
+
+
+class Decoder(nnx.Module):
+  """Llama / Qwen2 decoder: embed -> L x (attention + SwiGLU) -> norm -> logits."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    dt = cfg.jnp_param_dtype
+    self.embed = _param(rngs, (cfg.vocab_size, cfg.hidden_size),
+                        ("vocab", "embed"), dt)
+    self.layers = DecoderLayers(cfg, rngs=rngs)
+    self.final_norm = _param(rngs, (cfg.hidden_size,), ("norm",), dt, "ones")
+    if not cfg.tie_embeddings:
+      self.lm_head = _param(rngs, (cfg.hidden_size, cfg.vocab_size),
+                            ("embed", "vocab"), dt)
+
+  def __call__(self, tokens: jax.Array, positions: jax.Array,
+               cache: KVCache | None = None,
+               return_hidden: bool = False):
+    """Runs the decoder.
+
+    Args:
+      tokens: [B, T] int32 token ids.
+      positions: [B, T] int32 positions; -1 marks padding (see module doc).
+      cache: None for a plain causal pass over `tokens`; else a KVCache whose
+        rows receive the T new tokens at slots `end[b] .. end[b] + T - 1`
+        (padding tokens are written with position -1, so they are never
+        attended to). Slots past the cache's length are dropped.
+      return_hidden: also return the final hidden states [B, T, D].
+
+    Returns:
+      (logits [B, T, V] float32, cache) — the cache with the new tokens written
+      and `end` advanced by T — and hidden states when asked.
+    """
+    cfg = self.cfg
+    dt = cfg.jnp_dtype
+    x = self.embed[...].astype(dt)[tokens]
+    x = sharding.constrain(x, ("batch", "length", "act_embed"))
+    inv_freq = rope_inv_freq(cfg)
+    layer_params = self.layers.arrays()
+
+    if cache is not None:
+      slots = cache.end[:, None] + jnp.arange(tokens.shape[1])[None, :]  # [B, T]
+      new_pos = _scatter_rows(cache.pos, slots, positions)
+      key_pos = new_pos
+    else:
+      slots = None
+      new_pos = None
+      key_pos = positions
+    # [B, T, S] attention mask, shared by every layer.
+    mask = (key_pos[:, None, :] >= 0) & (key_pos[:, None, :] <= positions[:, :, None])
+
+    def block(carry, lp):
+      x, ck, cv, layer = carry
+      h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
+      q = jnp.einsum("btd,dhk->bthk", h, lp["q"].astype(dt))
+      k = jnp.einsum("btd,dhk->bthk", h, lp["k"].astype(dt))
+      v = jnp.einsum("btd,dhk->bthk", h, lp["v"].astype(dt))
+      if cfg.qkv_bias:
+        q = q + lp["q_bias"].astype(dt)
+        k = k + lp["k_bias"].astype(dt)
+        v = v + lp["v_bias"].astype(dt)
+      q = apply_rope(q, positions, inv_freq)
+      k = apply_rope(k, positions, inv_freq)
+      q = sharding.constrain(q, ("batch", "length", "act_heads", None))
+      if ck is not None:
+        rows = jnp.arange(k.shape[0])[:, None]
+        ck = ck.at[layer, rows, slots].set(k.astype(ck.dtype), mode="drop")
+        cv = cv.at[layer, rows, slots].set(v.astype(cv.dtype), mode="drop")
+        keys, values = ck[layer].astype(dt), cv[layer].astype(dt)
+      else:
+        keys, values = k, v
+      attn = _attention(q, keys, values, mask)
+      x = x + jnp.einsum("bthk,hkd->btd", attn, lp["o"].astype(dt))
+      h = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
+      gate = jnp.einsum("btd,df->btf", h, lp["gate"].astype(dt))
+      up = jnp.einsum("btd,df->btf", h, lp["up"].astype(dt))
+      act = sharding.constrain(jax.nn.silu(gate) * up, ("batch", "length", "act_mlp"))
+      x = x + jnp.einsum("btf,fd->btd", act, lp["down"].astype(dt))
+      x = sharding.constrain(x, ("batch", "length", "act_embed"))
+      return (x, ck, cv, layer + 1), None
+
+    if cfg.remat:
+      block = jax.checkpoint(block, prevent_cse=False)
+    ck = cache.k if cache is not None else None
+    cv = cache.v if cache is not None else None
+    (x, ck, cv, _), _ = jax.lax.scan(block, (x, ck, cv, jnp.int32(0)),
+                                     layer_params)
+    x = rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)
+    logits = self.logits(x)
+    if cache is not None:
+      cache = KVCache(k=ck, v=cv, pos=new_pos, end=cache.end + tokens.shape[1])
+    if return_hidden:
+      return logits, cache, x
+    return logits, cache
+
+  def logits(self, x: jax.Array) -> jax.Array:
+    """Final hidden states [B, T, D] -> float32 logits [B, T, V]."""
+    dt = self.cfg.jnp_dtype
+    if self.cfg.tie_embeddings:
+      w = self.embed[...].astype(dt)
+      out = jnp.einsum("btd,vd->btv", x, w, preferred_element_type=jnp.float32)
+    else:
+      w = self.lm_head[...].astype(dt)
+      out = jnp.einsum("btd,dv->btv", x, w, preferred_element_type=jnp.float32)
+    return sharding.constrain(out, ("batch", "length", "act_vocab"))
+
+
+def _attention(q, k, v, mask):
+  """Grouped-query attention. q: [B,T,H,Dh], k/v: [B,S,K,Dh], mask: [B,T,S]."""
+  b, t, h, dh = q.shape
+  kv = k.shape[2]
+  q = q.reshape(b, t, kv, h // kv, dh)
+  scores = jnp.einsum("btkgd,bskd->bkgts", q, k,
+                      preferred_element_type=jnp.float32) / math.sqrt(dh)
+  scores = jnp.where(mask[:, None, None, :, :], scores, _NEG)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+  return out.reshape(b, t, h, dh)
+
+
+def _scatter_rows(buf: jax.Array, slots: jax.Array, values: jax.Array):
+  """buf[b, slots[b, t]] = values[b, t]; slots past the end are dropped."""
+  rows = jnp.arange(buf.shape[0])[:, None]
+  return buf.at[rows, slots].set(values, mode="drop")
+
+
+def resize_vocab(model: Decoder, new_vocab_size: int) -> Decoder:
+  """Grows the embedding (and untied LM head) to `new_vocab_size` rows.
+
+  New rows start at the mean of the existing ones, so added tag tokens begin
+  as an "average token" rather than noise that would dominate the softmax.
+  """
+  cfg = model.cfg
+  old = cfg.vocab_size
+  if new_vocab_size < old:
+    raise ValueError(f"resize_vocab: {new_vocab_size} < current {old}")
+  if new_vocab_size == old:
+    return model
+  extra = new_vocab_size - old
+
+  def grow(w, axis):
+    mean = jnp.mean(w.astype(jnp.float32), axis=axis, keepdims=True)
+    reps = [1] * w.ndim
+    reps[axis] = extra
+    return jnp.concatenate([w, jnp.tile(mean, reps).astype(w.dtype)], axis=axis)
+
+  model.embed = nnx.Param(grow(model.embed[...], 0), axes=("vocab", "embed"))
+  if not cfg.tie_embeddings:
+    model.lm_head = nnx.Param(grow(model.lm_head[...], 1), axes=("embed", "vocab"))
+  model.cfg = cfg.replace(vocab_size=new_vocab_size)
+  return model

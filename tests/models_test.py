@@ -1,0 +1,193 @@
+"""The decoder against HF transformers (PyTorch CPU) on the same random weights,
+the KV cache against the full pass, and the HF import / export round trip."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+from flax import nnx
+
+from rsearch_jax import models
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+TINY = dict(vocab_size=211, hidden_size=64, intermediate_size=112,
+            num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=256, rms_norm_eps=1e-5)
+
+CASES = {
+    "llama": dict(cls=transformers.LlamaConfig, kw=dict(
+        TINY, rope_theta=5000.0, tie_word_embeddings=False)),
+    "llama3_rope_tied": dict(cls=transformers.LlamaConfig, kw=dict(
+        TINY, tie_word_embeddings=True, rope_scaling=dict(
+            rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+            high_freq_factor=4.0, original_max_position_embeddings=32),
+        rope_theta=500000.0)),
+    "qwen2": dict(cls=transformers.Qwen2Config, kw=dict(
+        TINY, rope_theta=1000000.0, tie_word_embeddings=False)),
+    "qwen2_tied": dict(cls=transformers.Qwen2Config, kw=dict(
+        TINY, tie_word_embeddings=True)),
+}
+
+
+def _hf_model(case, tmp_path):
+  torch.manual_seed(0)
+  spec = CASES[case]
+  hf_cfg = spec["cls"](**spec["kw"])
+  model = transformers.AutoModelForCausalLM.from_config(hf_cfg).float().eval()
+  with torch.no_grad():  # HF zero-inits biases; make them matter
+    for name, p in model.named_parameters():
+      if name.endswith("bias") or "norm" in name:
+        p.add_(0.1 * torch.randn_like(p))
+  model.save_pretrained(tmp_path / case)
+  return model, tmp_path / case
+
+
+def _padded_batch(rng, vocab, lengths, total, left):
+  tokens = np.zeros((len(lengths), total), np.int64)
+  mask = np.zeros((len(lengths), total), np.int64)
+  for b, n in enumerate(lengths):
+    ids = rng.integers(1, vocab, n)
+    if left:
+      tokens[b, total - n:], mask[b, total - n:] = ids, 1
+    else:
+      tokens[b, :n], mask[b, :n] = ids, 1
+  return tokens, mask
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("left", [True, False], ids=["left_pad", "right_pad"])
+def test_logits_match_transformers(case, left, tmp_path):
+  hf, path = _hf_model(case, tmp_path)
+  ours, cfg = models.load_hf(path)
+  assert cfg.family == ("qwen2" if case.startswith("qwen2") else "llama")
+  tokens, mask = _padded_batch(np.random.default_rng(1), cfg.vocab_size,
+                               [17, 9, 1, 13], 17, left)
+  positions = np.asarray(models.positions_from_mask(jnp.asarray(mask)))
+  with torch.no_grad():
+    ref = hf(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask),
+             position_ids=torch.tensor(np.maximum(positions, 0))).logits.numpy()
+  logits, _ = ours(jnp.asarray(tokens, jnp.int32), jnp.asarray(positions))
+  logits = np.asarray(logits)
+  valid = mask.astype(bool)
+  err = np.abs(logits[valid] - ref[valid]).max()
+  assert err < 1e-4, err
+
+
+def test_kv_cache_decode_equals_full_forward():
+  cfg = models.ModelConfig(vocab_size=97, hidden_size=64, intermediate_size=96,
+                           num_layers=2, num_heads=4, num_kv_heads=1,
+                           qkv_bias=True)
+  model = models.Decoder(cfg, rngs=nnx.Rngs(3))
+  rng = np.random.default_rng(0)
+  # Left-padded prompts of different lengths, then 6 decoded tokens each.
+  prompt, mask = _padded_batch(rng, 97, [5, 2, 7], 7, left=True)
+  steps = rng.integers(1, 97, (3, 6))
+  positions = models.positions_from_mask(jnp.asarray(mask))
+  cache = models.init_cache(cfg, 3, 16)
+  logits, cache = model(jnp.asarray(prompt, jnp.int32), positions, cache)
+  all_tokens, all_pos = jnp.asarray(prompt, jnp.int32), positions
+  step_fn = nnx.jit(lambda m, t, p, c: m(t, p, c))
+  for s in range(steps.shape[1]):
+    tok = jnp.asarray(steps[:, s:s + 1], jnp.int32)
+    pos = all_pos.max(axis=1, keepdims=True) + 1
+    step_logits, cache = step_fn(model, tok, pos, cache)
+    all_tokens = jnp.concatenate([all_tokens, tok], 1)
+    all_pos = jnp.concatenate([all_pos, pos], 1)
+    full, _ = model(all_tokens, all_pos)
+    np.testing.assert_allclose(step_logits[:, 0], full[:, -1], atol=1e-5, rtol=0)
+  assert cache.end.tolist() == [13, 13, 13]
+
+
+def test_cache_rows_written_at_own_cursor():
+  """A row can receive a chunk while another row's cursor stays put: the
+  splice the sampler performs."""
+  cfg = models.ModelConfig(vocab_size=50, hidden_size=32, intermediate_size=64,
+                           num_layers=1, num_heads=2, num_kv_heads=2)
+  model = models.Decoder(cfg, rngs=nnx.Rngs(0))
+  cache = models.init_cache(cfg, 2, 12)
+  cache = models.KVCache(cache.k, cache.v, cache.pos, jnp.array([0, 4]))
+  _, cache = model(jnp.ones((2, 3), jnp.int32), jnp.array([[0, 1, 2], [0, 1, 2]]),
+                   cache)
+  assert cache.pos[0, :3].tolist() == [0, 1, 2]
+  assert cache.pos[1, :4].tolist() == [-1] * 4
+  assert cache.pos[1, 4:7].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("case", ["llama", "qwen2_tied"])
+def test_export_round_trip_is_exact(case, tmp_path):
+  hf, path = _hf_model(case, tmp_path)
+  ours, cfg = models.load_hf(path)
+  out = models.save_hf(ours, tmp_path / "export")
+  original = {k: v.numpy() for k, v in hf.state_dict().items()}
+  exported = models._hf.read_hf_tensors(out)
+  if cfg.tie_embeddings:
+    original.pop("lm_head.weight")
+  assert sorted(exported) == sorted(original)
+  for name, value in original.items():
+    np.testing.assert_array_equal(exported[name], value, err_msg=name)
+  # transformers reads our export and computes the same logits.
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).float().eval()
+  ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6]])
+  with torch.no_grad():
+    np.testing.assert_allclose(reloaded(ids).logits.numpy(),
+                               hf(ids).logits.numpy(), atol=1e-6)
+
+
+def test_shape_mismatch_names_parameter_and_shapes(tmp_path):
+  _, path = _hf_model("llama", tmp_path)
+  hf_cfg = json.loads((path / "config.json").read_text())
+  hf_cfg["intermediate_size"] = 120
+  (path / "config.json").write_text(json.dumps(hf_cfg))
+  with pytest.raises(ValueError) as e:
+    models.load_hf(path)
+  msg = str(e.value)
+  assert "layers.down (model.layers.*.mlp.down_proj.weight)" in msg, msg
+  assert "(3, 112, 64) in the checkpoint" in msg and "expects (3, 120, 64)" in msg
+
+
+def test_missing_and_bad_directories(tmp_path):
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    models.load_hf(tmp_path / "nowhere")
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(FileNotFoundError, match="config.json"):
+    models.load_hf(tmp_path / "empty")
+  (tmp_path / "empty" / "config.json").write_text('{"model_type": "llama",\n oops}')
+  with pytest.raises(ValueError, match="line 2"):
+    models.load_hf(tmp_path / "empty")
+  (tmp_path / "empty" / "config.json").write_text('{"model_type": "gpt2"}')
+  with pytest.raises(ValueError, match="gpt2"):
+    models.load_hf(tmp_path / "empty")
+
+
+def test_resize_vocab_adds_mean_rows():
+  cfg = models.ModelConfig(vocab_size=40, hidden_size=16, intermediate_size=32,
+                           num_layers=1, num_heads=2, num_kv_heads=2)
+  model = models.Decoder(cfg, rngs=nnx.Rngs(0))
+  old_embed = np.asarray(model.embed[...])
+  old_head = np.asarray(model.lm_head[...])
+  models.resize_vocab(model, 44)
+  assert model.cfg.vocab_size == 44
+  np.testing.assert_array_equal(model.embed[...][:40], old_embed)
+  np.testing.assert_allclose(model.embed[...][42], old_embed.mean(0), atol=1e-6)
+  np.testing.assert_allclose(model.lm_head[...][:, 43], old_head.mean(1), atol=1e-6)
+  logits, _ = model(jnp.array([[41, 2]]), jnp.array([[0, 1]]))
+  assert logits.shape == (1, 2, 44)
+
+
+def test_remat_and_bf16_compute_run():
+  cfg = models.ModelConfig(vocab_size=40, hidden_size=32, intermediate_size=32,
+                           num_layers=2, num_heads=2, num_kv_heads=1,
+                           remat=True, dtype="bfloat16")
+  model = models.Decoder(cfg, rngs=nnx.Rngs(0))
+  ref = models.Decoder(cfg.replace(remat=False, dtype="float32"), rngs=nnx.Rngs(0))
+  tokens, pos = jnp.array([[1, 2, 3]]), jnp.array([[0, 1, 2]])
+  loss = lambda m: m(tokens, pos)[0].mean()
+  g = nnx.grad(loss)(model)
+  g_ref = nnx.grad(loss)(ref)
+  np.testing.assert_allclose(g.layers.up[...], g_ref.layers.up[...], atol=2e-3,
+                             rtol=0.1)
