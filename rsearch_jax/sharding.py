@@ -94,7 +94,7 @@ def logical_to_spec(names: Sequence[str | None], shape: Sequence[int],
   A mesh axis is used at most once per tensor (first dimension wins), axes of
   size 1 are dropped, and a dimension that does not divide evenly over its mesh
   axes falls back to fewer axes (replicated in the limit) rather than failing:
-  e.g. a vocabulary of 49166 ids stays whole over tensor=2.
+  e.g. a vocabulary of 49167 ids stays whole over tensor=2.
   """
   used: set[str] = set()
   spec = []
@@ -176,12 +176,7 @@ def shard_module(module: nnx.Module, mesh: Mesh,
                  rules: Rules = DEFAULT_RULES) -> nnx.Module:
   """Moves an existing module's parameters onto the mesh (in place)."""
   state = nnx.state(module)
-  shardings = state_shardings(state, mesh, rules)
-  values = jax.tree.map(lambda v: v.get_value(), state, is_leaf=_is_var)
-  placed = jax.device_put(values, jax.tree.map(
-      lambda v: v, shardings))
-  nnx.replace_by_pure_dict(state, nnx.to_pure_dict(placed))
-  nnx.update(module, state)
+  nnx.update(module, jax.device_put(state, state_shardings(state, mesh, rules)))
   return module
 
 
@@ -193,17 +188,11 @@ def create_sharded(ctor: Callable[[], nnx.Module], mesh: Mesh,
   then run under `jit` with those output shardings, so no device ever holds
   more than its share.
   """
-  abstract = nnx.eval_shape(ctor)
-  graphdef, abstract_state = nnx.split(abstract)
+  graphdef, abstract_state = nnx.split(nnx.eval_shape(ctor))
   shardings = state_shardings(abstract_state, mesh, rules)
-
-  @jax.jit
-  def init():
-    return nnx.state(ctor())
-
+  init = jax.jit(lambda: nnx.split(ctor())[1], out_shardings=shardings)
   with use_mesh(mesh, rules):
-    state = jax.jit(init.__wrapped__ if hasattr(init, "__wrapped__") else init,
-                    out_shardings=shardings)()
+    state = init()
   return nnx.merge(graphdef, state)
 
 
