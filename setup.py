@@ -28,6 +28,7 @@ INSTALL_REQUIRES = [
 TEST_REQUIRES = [
     "torch==2.13.0",
     "transformers>=5.0,<6",
+    "accelerate>=1.0",  # transformers needs it to read GGUF files
     "pytest>=8",
     "pytest-xdist>=3.5",
     "hypothesis>=6.100",

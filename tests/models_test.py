@@ -146,8 +146,8 @@ def test_shape_mismatch_names_parameter_and_shapes(tmp_path):
   with pytest.raises(ValueError) as e:
     models.load_hf(path)
   msg = str(e.value)
-  assert "layers.down (model.layers.*.mlp.down_proj.weight)" in msg, msg
-  assert "(3, 112, 64) in the checkpoint" in msg and "expects (3, 120, 64)" in msg
+  assert "layers.0.down (model.layers.0.mlp.down_proj.weight)" in msg, msg
+  assert "(112, 64) in the checkpoint" in msg and "expects (120, 64)" in msg
 
 
 def test_missing_and_bad_directories(tmp_path):
@@ -189,5 +189,5 @@ def test_remat_and_bf16_compute_run():
   loss = lambda m: m(tokens, pos)[0].mean()
   g = nnx.grad(loss)(model)
   g_ref = nnx.grad(loss)(ref)
-  np.testing.assert_allclose(g.layers.up[...], g_ref.layers.up[...], atol=2e-3,
-                             rtol=0.1)
+  np.testing.assert_allclose(g.layers[1].up[...], g_ref.layers[1].up[...],
+                             atol=2e-3, rtol=0.1)

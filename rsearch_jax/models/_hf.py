@@ -13,10 +13,10 @@ from the memory-mapped file), so a model too large for one device loads.
 
 Name and layout mapping (HF torch Linear weights are [out, in]):
   model.embed_tokens.weight [V, D]            -> embed [V, D]
-  model.layers.{i}.self_attn.q_proj.weight    -> layers.q[i] [D, H, Dh]
-  model.layers.{i}.self_attn.o_proj.weight    -> layers.o[i] [H, Dh, D]
-  model.layers.{i}.mlp.gate_proj.weight       -> layers.gate[i] [D, F]
-  model.layers.{i}.mlp.down_proj.weight       -> layers.down[i] [F, D]
+  model.layers.{i}.self_attn.q_proj.weight    -> layers[i].q [D, H, Dh]
+  model.layers.{i}.self_attn.o_proj.weight    -> layers[i].o [H, Dh, D]
+  model.layers.{i}.mlp.gate_proj.weight       -> layers[i].gate [D, F]
+  model.layers.{i}.mlp.down_proj.weight       -> layers[i].down [F, D]
   lm_head.weight [V, D]                       -> lm_head [D, V]
 """
 
@@ -148,10 +148,9 @@ def _our_value_fns(cfg: ModelConfig, tensors: dict[str, np.ndarray],
   for ours, hf, to_ours, _ in _top_map(cfg):
     fns[(ours,)] = (hf, lambda hf=hf, f=to_ours: f(get(hf)))
   for ours, pattern, to_ours, _ in _layer_map(cfg):
-    fns[("layers", ours)] = (
-        pattern.replace("{i}", "*"),
-        lambda pattern=pattern, f=to_ours: np.stack(
-            [f(get(pattern.format(i=i))) for i in range(cfg.num_layers)]))
+    for i in range(cfg.num_layers):
+      hf = pattern.format(i=i)
+      fns[("layers", i, ours)] = (hf, lambda hf=hf, f=to_ours: f(get(hf)))
   # Tied checkpoints sometimes still carry lm_head.weight; it must equal embed.
   ignorable = {"lm_head.weight"} if cfg.tie_embeddings else set()
   expected = {hf for _, hf, _, _ in _top_map(cfg)} | {
@@ -184,7 +183,7 @@ def _build(cfg: ModelConfig, tensors: dict[str, np.ndarray], source: str,
     value = fn()
     if tuple(value.shape) != tuple(want.shape):
       raise ValueError(
-          f"{source}: parameter {'.'.join(key)} ({hf_name}) has shape "
+          f"{source}: parameter {'.'.join(map(str, key))} ({hf_name}) has shape "
           f"{tuple(value.shape)} in the checkpoint but the config expects "
           f"{tuple(want.shape)}")
     value = np.asarray(value).astype(want.dtype, copy=False)
@@ -268,9 +267,9 @@ def to_hf_tensors(model: Decoder) -> dict[str, np.ndarray]:
   for ours, hf, _, to_hf in _top_map(cfg):
     out[hf] = np.ascontiguousarray(to_hf(host(getattr(model, ours)[...])))
   for ours, pattern, _, to_hf in _layer_map(cfg):
-    stacked = host(getattr(model.layers, ours)[...])
-    for i in range(cfg.num_layers):
-      out[pattern.format(i=i)] = np.ascontiguousarray(to_hf(stacked[i]))
+    for i, block in enumerate(model.layers):
+      out[pattern.format(i=i)] = np.ascontiguousarray(
+          to_hf(host(getattr(block, ours)[...])))
   return out
 
 
