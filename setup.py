@@ -21,6 +21,8 @@ INSTALL_REQUIRES = [
     "gguf>=0.17,<0.20",
     "tqdm>=4.66",
     "matplotlib>=3.8",
+    "bm25s>=0.3.16,<0.4",
+    "PyStemmer>=3.0,<4",
 ]
 
 # The reference stack, for tests and benchmarks only: torch 2.13.0 is the CPU
@@ -32,6 +34,7 @@ TEST_REQUIRES = [
     "pytest>=8",
     "pytest-xdist>=3.5",
     "hypothesis>=6.100",
+    "rank_bm25==0.2.2",  # benchmarks/retrieval.py only
 ]
 
 setup(

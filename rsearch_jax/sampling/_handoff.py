@@ -1,0 +1,177 @@
+"""The host side of the hand-off: query tokens in, document tokens out.
+
+Main entry points:
+  DocumentFormat      how a block of documents is written (tags, numbering).
+  RetrievalHandoff    the callable the decode loop calls through io_callback;
+                      it keeps the log of queries and documents per row.
+
+The block is built from token ids, never by decoding and re-encoding the
+sequence: each document's text is encoded on its own, truncated to a token
+budget, and the pieces are concatenated with the tag ids, e.g. (R1-Searcher):
+
+  <|begin_of_documents|>\\n(1)Title\\ntext...\\n(2)...\\n<|end_of_documents|>\\n\\n
+
+An empty query or an empty result gives a block whose body is "None"; a row
+past its search budget gets a block that says so, and no search runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Sequence
+
+import numpy as np
+
+from rsearch_jax.tokenizer import Tokenizer
+
+NO_RESULT_TEXT = "None"
+BUDGET_TEXT = ("The search budget is used up; no search was run. Answer with "
+               "what you know.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DocumentFormat:
+  """How retrieved documents are shown to the model.
+
+  Attributes:
+    query_begin / query_end: the tags around a query (R1-Searcher:
+      `<|begin_of_query|>` / `<|end_of_query|>`; R1-Searcher++: `<external>` /
+      `</external>`).
+    docs_begin / docs_end: the tags around the block (`<|begin_of_documents|>`
+      / `<|end_of_documents|>`, or `<document>` / `</document>`).
+    top_k: documents per query.
+    doc_tokens: token budget of each document's text.
+    block_len: fixed length of the whole block (the loop's doc_block_len);
+      document budgets shrink to fit it.
+  """
+
+  query_begin: str = "<|begin_of_query|>"
+  query_end: str = "<|end_of_query|>"
+  docs_begin: str = "<|begin_of_documents|>"
+  docs_end: str = "<|end_of_documents|>"
+  top_k: int = 3
+  doc_tokens: int = 64
+  block_len: int = 256
+
+
+@dataclasses.dataclass
+class SearchRecord:
+  """One retrieval of one row: the query text and the documents shown."""
+
+  query: str
+  docs: list  # list[retrieval.Doc]; empty when nothing was run or found
+  ran: bool
+
+
+class RetrievalHandoff:
+  """Host callback: finds each searching row's query, retrieves, formats.
+
+  Thread-safe; memoized on (row id, step) so that devices holding the same rows
+  (a tensor-parallel axis) share one retrieval.
+  """
+
+  def __init__(self, retriever, tokenizer: Tokenizer, fmt: DocumentFormat,
+               max_searches: int):
+    self.retriever = retriever
+    self.tokenizer = tokenizer
+    self.fmt = fmt
+    self.max_searches = max_searches
+    self._q_begin = tuple(tokenizer.tag_token_ids(fmt.query_begin))
+    self._q_end = tuple(tokenizer.tag_token_ids(fmt.query_end))
+    self._open = list(tokenizer.tag_token_ids(fmt.docs_begin)) + \
+        tokenizer.encode("\n")
+    self._close = list(tokenizer.tag_token_ids(fmt.docs_end)) + \
+        tokenizer.encode("\n\n")
+    self._newline = tokenizer.encode("\n")
+    overhead = len(self._open) + len(self._close)
+    if overhead + 8 > fmt.block_len:
+      raise ValueError(
+          f"doc_block_len={fmt.block_len} cannot hold the document tags "
+          f"({overhead} tokens) and any text")
+    self._lock = threading.Lock()
+    self._memo: dict[tuple[int, int], tuple[np.ndarray, int, int]] = {}
+    self.log: dict[int, list[SearchRecord]] = {}
+
+  def reset(self) -> None:
+    with self._lock:
+      self._memo.clear()
+      self.log = {}
+
+  # -- query extraction ------------------------------------------------------
+
+  def query_text(self, row_tokens: np.ndarray, end: int) -> str:
+    """The text between the last query_begin and the query_end ending at
+    `end` (exclusive); the whole tail when the model never opened a query."""
+    stop = end - len(self._q_end)
+    begin_len = len(self._q_begin)
+    start = 0
+    for i in range(stop - begin_len, -1, -1):
+      if tuple(row_tokens[i:i + begin_len]) == self._q_begin:
+        start = i + begin_len
+        break
+    return self.tokenizer.decode(row_tokens[start:stop].tolist()).strip()
+
+  # -- block building --------------------------------------------------------
+
+  def build_block(self, docs: Sequence, note: str | None = None) -> list[int]:
+    """Token ids of one document block (at most block_len)."""
+    body: list[list[int]] = []
+    if note is not None:
+      body.append(self.tokenizer.encode(note) + self._newline)
+    else:
+      room = self.fmt.block_len - len(self._open) - len(self._close)
+      per_doc = min(self.fmt.doc_tokens, room // max(len(docs), 1))
+      for j, doc in enumerate(docs):
+        label = self.tokenizer.encode(f"({j + 1})")
+        text = self.tokenizer.encode(doc.contents())
+        budget = max(per_doc - len(label) - len(self._newline), 0)
+        body.append(label + text[:budget] + self._newline)
+    ids = self._open + [t for piece in body for t in piece]
+    ids = ids[:self.fmt.block_len - len(self._close)] + self._close
+    return ids
+
+  # -- the callback ----------------------------------------------------------
+
+  def __call__(self, tokens, cursor, need, num_searches, row_ids, step):
+    tokens, cursor, need = np.asarray(tokens), np.asarray(cursor), np.asarray(need)
+    num_searches, row_ids = np.asarray(num_searches), np.asarray(row_ids)
+    step = int(np.asarray(step))
+    b = tokens.shape[0]
+    block = np.zeros((b, self.fmt.block_len), np.int32)
+    block_len = np.zeros((b,), np.int32)
+    ran = np.zeros((b,), np.int32)
+    todo = []
+    with self._lock:
+      for i in np.flatnonzero(need):
+        key = (int(row_ids[i]), step)
+        if key in self._memo:
+          block[i], block_len[i], ran[i] = self._memo[key]
+        else:
+          todo.append(i)
+    queries = {i: self.query_text(tokens[i], int(cursor[i])) for i in todo}
+    searchable = [i for i in todo
+                  if queries[i] and num_searches[i] < self.max_searches]
+    results = {}
+    if searchable:
+      found = self.retriever.search([queries[i] for i in searchable],
+                                    self.fmt.top_k)
+      results = dict(zip(searchable, found))
+    with self._lock:
+      for i in todo:
+        over = num_searches[i] >= self.max_searches
+        docs = results.get(i, [])
+        if over:
+          ids = self.build_block([], note=BUDGET_TEXT)
+        elif not docs:
+          ids = self.build_block([], note=NO_RESULT_TEXT)
+        else:
+          ids = self.build_block(docs)
+        block[i, :len(ids)] = ids
+        block_len[i] = len(ids)
+        ran[i] = int(i in results)
+        key = (int(row_ids[i]), step)
+        self._memo[key] = (block[i].copy(), block_len[i], ran[i])
+        self.log.setdefault(int(row_ids[i]), []).append(
+            SearchRecord(queries[i], list(docs), bool(ran[i])))
+    return block, block_len, ran

@@ -1,0 +1,238 @@
+"""The jitted decode loop: prefill, one step, the loop, and the retrieval hand-off.
+
+Main entry point: `generate(model, prompts, prompt_mask, rng, *, config, stops,
+handoff, batch_sharding)`, traced once per (model graph, shapes, config).
+
+Each step every unfinished row advances by exactly one token: a *sampled*
+token, or, while the row has document tokens queued, the next *forced*
+document token (loss_mask 0). When a row samples the closing query tag, the
+host hand-off is called (`io_callback`) and returns that row's fixed-shape
+document block, which is queued. So documents enter the sequence and the KV
+cache as token ids, rows that are not searching keep decoding in the same
+steps, and a splice costs only the searching rows' own document tokens.
+(BENCHMARKS.md compares this with returning to Python between segments.)
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from rsearch_jax.models import Decoder, KVCache, init_cache
+from rsearch_jax.sampling._state import (BUDGET, LENGTH, RUNNING, STOPPED,
+                                         SamplingConfig, SamplingState,
+                                         StopTokens)
+
+# host(tokens [B,T], cursor [B], need [B], num_searches [B], row_ids [B],
+#      step []) -> (block [B, D] int32, block_len [B] int32, ran [B] int32)
+HandoffFn = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def sample_token(logits: jax.Array, rng: jax.Array,
+                 config: SamplingConfig) -> jax.Array:
+  """[B, V] logits -> [B] token ids (greedy, temperature, top-k, top-p)."""
+  if config.temperature == 0:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  logits = logits / config.temperature
+  if config.top_k:
+    kth = jax.lax.top_k(logits, config.top_k)[0][:, -1:]
+    logits = jnp.where(logits < kth, -jnp.inf, logits)
+  if config.top_p < 1.0:
+    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    # Keep the smallest prefix whose mass reaches top_p: a token stays if the
+    # mass strictly before it is below top_p.
+    before = jnp.cumsum(probs, axis=-1) - probs
+    cutoff = jnp.min(jnp.where(before < config.top_p, sorted_logits, jnp.inf),
+                     axis=-1, keepdims=True)
+    logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+  return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+def token_logprobs(logits: jax.Array, tokens: jax.Array,
+                   temperature: float) -> jax.Array:
+  """log p(token) under softmax(logits / temperature) (temperature 0 -> 1).
+
+  The same function scores teacher-forced sequences in the RL update, so the
+  sampler's log-probs and the learner's agree by construction of the maths,
+  and by test in numbers.
+  """
+  t = temperature if temperature > 0 else 1.0
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32) / t, axis=-1)
+  return jnp.take_along_axis(logp, tokens[..., None], axis=-1)[..., 0]
+
+
+def _ends_with(tokens, loss_mask, cursor, seq: tuple[int, ...]) -> jax.Array:
+  """[B] bool: the row's last len(seq) tokens are `seq`, all sampled."""
+  n = len(seq)
+  idx = cursor[:, None] - n + jnp.arange(n)[None, :]  # [B, n]
+  ok = idx >= 0
+  idx = jnp.maximum(idx, 0)
+  got = jnp.take_along_axis(tokens, idx, axis=1)
+  sampled = jnp.take_along_axis(loss_mask, idx, axis=1) > 0
+  return jnp.all(ok & sampled & (got == jnp.asarray(seq)[None, :]), axis=1)
+
+
+def _set_at(buf: jax.Array, cursor: jax.Array, value: jax.Array,
+            active: jax.Array) -> jax.Array:
+  """buf[b, cursor[b]] = value[b] for active rows (others untouched)."""
+  slot = jnp.where(active, cursor, buf.shape[1])  # out of range -> dropped
+  return buf.at[jnp.arange(buf.shape[0]), slot].set(value, mode="drop")
+
+
+def prefill(model: Decoder, prompts: jax.Array, prompt_mask: jax.Array,
+            rng: jax.Array, config: SamplingConfig, stops: StopTokens,
+            batch_sharding=None) -> SamplingState:
+  """Runs the left-padded prompts [B, P] through the model into a new cache."""
+  b, p = prompts.shape
+  t = config.max_len
+  constrain = (lambda x: jax.lax.with_sharding_constraint(x, batch_sharding)
+               if batch_sharding is not None else x)
+  positions = jnp.where(prompt_mask > 0, jnp.cumsum(prompt_mask, axis=1) - 1, -1)
+  cache = init_cache(model.cfg, b, t)
+  logits, cache = model(prompts, positions, cache, last_only=True)
+  tokens = jnp.full((b, t), stops.pad_id, jnp.int32).at[:, :p].set(prompts)
+  zeros = jnp.zeros((b,), jnp.int32)
+  return SamplingState(
+      tokens=constrain(tokens),
+      loss_mask=constrain(jnp.zeros((b, t), jnp.int32)),
+      logprobs=constrain(jnp.zeros((b, t), jnp.float32)),
+      cursor=jnp.full((b,), p, jnp.int32),
+      next_pos=jnp.sum(prompt_mask, axis=1).astype(jnp.int32),
+      cache=KVCache(cache.k, cache.v, cache.pos, jnp.full((b,), p, jnp.int32)),
+      logits=logits[:, -1],
+      done=jnp.zeros((b,), bool),
+      stop_reason=zeros,
+      num_sampled=zeros,
+      num_searches=zeros,
+      forced=constrain(jnp.zeros((b, config.doc_block_len), jnp.int32)),
+      forced_len=zeros,
+      forced_ptr=zeros,
+      rng=rng,
+      step=jnp.int32(0),
+  )
+
+
+def decode_step(model: Decoder, s: SamplingState, config: SamplingConfig,
+                stops: StopTokens, handoff: Callable | None,
+                row_ids: jax.Array) -> SamplingState:
+  """One token for every unfinished row; retrieval for rows that asked."""
+  rng, key = jax.random.split(s.rng)
+  active = ~s.done
+  forcing = s.forced_ptr < s.forced_len
+  sampled = sample_token(s.logits, key, config)
+  queued = jnp.take_along_axis(
+      s.forced, jnp.minimum(s.forced_ptr, s.forced.shape[1] - 1)[:, None],
+      axis=1)[:, 0]
+  token = jnp.where(forcing, queued, sampled)
+  is_sampled = active & ~forcing
+  logprob = jnp.where(is_sampled,
+                      token_logprobs(s.logits, token, config.temperature), 0.0)
+
+  tokens = _set_at(s.tokens, s.cursor, token, active)
+  loss_mask = _set_at(s.loss_mask, s.cursor, is_sampled.astype(jnp.int32), active)
+  logprobs = _set_at(s.logprobs, s.cursor, logprob, active)
+  pos = jnp.where(active, s.next_pos, -1)
+  cache = KVCache(s.cache.k, s.cache.v, s.cache.pos, s.cursor)
+  logits, cache = model(token[:, None], pos[:, None], cache)
+  step_len = active.astype(jnp.int32)
+  cursor = s.cursor + step_len
+  cache = KVCache(cache.k, cache.v, cache.pos, cursor)
+  num_sampled = s.num_sampled + is_sampled.astype(jnp.int32)
+  forced_ptr = s.forced_ptr + (active & forcing).astype(jnp.int32)
+
+  # Why rows stop; the first reason that applies is kept.
+  stopped = jnp.zeros_like(active)
+  for seq in stops.stop:
+    stopped |= _ends_with(tokens, loss_mask, cursor, seq)
+  stopped &= is_sampled
+  still_forcing = forced_ptr < s.forced_len
+  over_budget = (num_sampled >= config.max_new_tokens) & ~still_forcing
+  full = cursor >= config.max_len
+  reason = jnp.where(stopped, STOPPED,
+                     jnp.where(over_budget, BUDGET, jnp.where(full, LENGTH, RUNNING)))
+  newly_done = active & (reason != RUNNING)
+  stop_reason = jnp.where(newly_done, reason, s.stop_reason)
+  done = s.done | newly_done
+
+  forced, forced_len, num_searches = s.forced, s.forced_len, s.num_searches
+  if handoff is not None and stops.query_end is not None:
+    need = is_sampled & ~done & _ends_with(tokens, loss_mask, cursor,
+                                           stops.query_end)
+
+    def call(_):
+      return handoff(tokens, cursor, need, num_searches, row_ids, s.step)
+
+    def skip(_):
+      b = tokens.shape[0]
+      return (jnp.zeros((b, config.doc_block_len), jnp.int32),
+              jnp.zeros((b,), jnp.int32), jnp.zeros((b,), jnp.int32))
+
+    block, block_len, ran = jax.lax.cond(jnp.any(need), call, skip, None)
+    forced = jnp.where(need[:, None], block, forced)
+    forced_len = jnp.where(need, block_len, forced_len)
+    forced_ptr = jnp.where(need, 0, forced_ptr)
+    num_searches = num_searches + ran
+
+  return SamplingState(
+      tokens=tokens, loss_mask=loss_mask, logprobs=logprobs, cursor=cursor,
+      next_pos=s.next_pos + step_len, cache=cache, logits=logits[:, 0],
+      done=done, stop_reason=stop_reason, num_sampled=num_sampled,
+      num_searches=num_searches, forced=forced, forced_len=forced_len,
+      forced_ptr=forced_ptr, rng=rng, step=s.step + 1)
+
+
+def make_device_handoff(host_fn: HandoffFn, config: SamplingConfig,
+                        mesh=None, batch_axes: tuple[str, ...] = ()):
+  """Wraps the host function as an `io_callback` with fixed result shapes.
+
+  On a mesh whose batch axes shard the rows, the callback runs per device on
+  the rows that device holds (`shard_map`), so on a multi-host pod each host
+  retrieves for its own rows. Devices that hold the same rows (a `tensor`
+  axis) call with the same (row id, step); the host side memoizes on it.
+  """
+
+  def local(tokens, cursor, need, num_searches, row_ids, step):
+    b = tokens.shape[0]
+    shapes = (jax.ShapeDtypeStruct((b, config.doc_block_len), jnp.int32),
+              jax.ShapeDtypeStruct((b,), jnp.int32),
+              jax.ShapeDtypeStruct((b,), jnp.int32))
+    return jax.experimental.io_callback(
+        host_fn, shapes, tokens, cursor, need, num_searches, row_ids, step,
+        ordered=False)
+
+  if mesh is None or not batch_axes:
+    return local
+  row = PartitionSpec(batch_axes)
+  return jax.shard_map(
+      local, mesh=mesh,
+      in_specs=(row, row, row, row, row, PartitionSpec()),
+      out_specs=(row, row, row), check_vma=False)
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "graphdef", "config", "stops", "handoff", "batch_sharding"))
+def generate(graphdef, params, prompts: jax.Array, prompt_mask: jax.Array,
+             rng: jax.Array, row_ids: jax.Array, *, config: SamplingConfig,
+             stops: StopTokens, handoff: Callable | None,
+             batch_sharding: NamedSharding | None = None) -> SamplingState:
+  """Prefill, then decode until every row is done (jitted as one program)."""
+  model = nnx.merge(graphdef, params)
+  state = prefill(model, prompts, prompt_mask, rng, config, stops,
+                  batch_sharding)
+  # Each step writes one slot, so max_len - prompt length steps always finish.
+  max_steps = config.max_len - prompts.shape[1]
+
+  def cond(s):
+    return jnp.any(~s.done) & (s.step < max_steps)
+
+  def body(s):
+    return decode_step(model, s, config, stops, handoff, row_ids)
+
+  return jax.lax.while_loop(cond, body, state)
