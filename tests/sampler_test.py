@@ -202,6 +202,27 @@ def test_same_rollouts_on_the_8_device_mesh(mesh_shape):
   # Each retrieval ran once even where devices hold the same rows (tensor).
   assert sum(len(c) for c in retriever.calls) <= sum(
       len(r) for r in out.searches)
+  # The per-host path: each device's callback searched only for its rows.
+  shards = 8 // mesh_shape.get("tensor", 1)
+  assert max(len(c) for c in retriever.calls) <= len(PROMPTS) // shards
+
+
+def test_each_device_retrieves_for_its_own_rows():
+  """Identical greedy rows search at the same steps: one device batches all
+  eight queries into one call; on the data2_fsdp4 mesh each of the 8 devices
+  (one row each) calls the retriever for its own row."""
+  cfg = _config()
+  prompts = [PROMPTS[0]] * 8
+  single = DictRetriever()
+  Sampler(_model(), TOK, cfg, retriever=single, doc_format=FMT)(prompts)
+  mesh = sharding.make_mesh(data=2, fsdp=4)
+  model = sharding.create_sharded(lambda: _model(), mesh)
+  per_device = DictRetriever()
+  Sampler(model, TOK, cfg, retriever=per_device, doc_format=FMT,
+          mesh=mesh)(prompts)
+  assert single.calls and all(len(c) == 8 for c in single.calls)
+  assert len(per_device.calls) == 8 * len(single.calls)
+  assert all(len(c) == 1 for c in per_device.calls)
 
 
 def test_sample_token_filters():

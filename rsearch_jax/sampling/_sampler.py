@@ -59,6 +59,30 @@ class SamplerOutput:
   searches: list[list[SearchRecord]]
   texts: list[str]
 
+  def segments(self, i: int, tokenizer: Tokenizer) -> list[tuple[str, bool]]:
+    """Row i's completion as (text, retrieved) runs: retrieved is True on the
+    document blocks the retriever inserted (loss_mask 0 after the prompt)."""
+    out: list[tuple[str, bool]] = []
+    start = self.prompt_len
+    end = int(self.lengths[i])
+    mask = self.loss_mask[i]
+    while start < end:
+      stop = start
+      while stop < end and mask[stop] == mask[start]:
+        stop += 1
+      out.append((tokenizer.decode(self.tokens[i, start:stop].tolist()),
+                  bool(mask[start] == 0)))
+      start = stop
+    return out
+
+  def summary(self) -> str:
+    """One line: rows, stop reasons, retrievals, sampled tokens."""
+    reasons = {r: self.stop_reasons.count(r) for r in sorted(set(self.stop_reasons))}
+    sampled = int(self.loss_mask.sum())
+    return (f"{len(self.texts)} rollouts, stop reasons {reasons}, "
+            f"{self.num_searches.sum()} retrievals "
+            f"({self.num_searches.mean():.2f} per rollout), {sampled} sampled tokens")
+
 
 class Sampler:
   """Batched sampling with retrieval in the loop.

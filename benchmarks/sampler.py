@@ -1,0 +1,220 @@
+"""The sampler's speed: decode throughput vs transformers, and the hand-off cost.
+
+    python benchmarks/sampler.py [--new_tokens=128] [--repeats=2]
+
+All on SmolLM2-135M-Instruct (the GGUF asset, float32), greedy, in one run:
+
+1. Decode: tokens/s of our jitted loop (prefill + `new_tokens` steps, no stop
+   tokens) vs transformers `generate` (min = max = `new_tokens`), batch 1 and 16.
+2. The hand-off: rollouts of batch 16 in which "." ends a query (so rows search
+   about once a sentence) with an instant retriever, three ways:
+     off      retrieval disabled ("." is an ordinary token);
+     in-loop  the library's sampler: io_callback inside the while_loop,
+              documents fed as forced tokens while other rows keep sampling;
+     segments the alternative: the loop returns to Python whenever a row needs
+              a search, Python retrieves and queues the block, the loop resumes.
+   The two search modes must give identical tokens (checked). The table shows
+   the time beyond `off`, next to what the document tokens would cost as a
+   prefill (their count / measured prefill tokens/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import pathlib
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from rsearch_jax import assets, models, tokenizer  # noqa: E402
+from rsearch_jax.sampling import (DocumentFormat, Sampler,  # noqa: E402
+                                  SamplingConfig, StopTokens, decode_step,
+                                  generate, prefill)
+from rsearch_jax.sampling._loop import _ends_with  # noqa: E402
+from rsearch_jax.testing import DictRetriever  # noqa: E402
+
+PROMPTS = [
+    "The history of the city begins", "Photosynthesis is the process",
+    "In the early morning the market", "The theory of relativity explains",
+    "A good recipe for bread needs", "The river flows through the valley",
+    "Computers store information as", "The ancient library was famous",
+    "Mountains are formed when", "The orchestra began to play",
+    "Bees communicate with each other", "The first railway was built",
+    "Volcanoes erupt because", "The museum opened a new exhibit",
+    "Coffee is grown in many countries", "The ship left the harbour",
+]
+
+
+def best_time(fn, repeats: int) -> float:
+  fn()  # compile / warm up
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return min(times)
+
+
+def left_pad(tok, texts, length):
+  ids = np.full((len(texts), length), tok.pad_id, np.int32)
+  mask = np.zeros((len(texts), length), np.int32)
+  for i, t in enumerate(texts):
+    e = tok.encode(t)
+    ids[i, length - len(e):], mask[i, length - len(e):] = e, 1
+  return ids, mask
+
+
+def decode_benchmark(model, tok, hf, batch, new_tokens, repeats):
+  import torch
+  texts = (PROMPTS * 2)[:batch]
+  p = 16
+  ids, mask = left_pad(tok, texts, p)
+  cfg = SamplingConfig(max_prompt_len=p, max_len=p + new_tokens,
+                       max_new_tokens=new_tokens, temperature=0.0)
+  stops = StopTokens(stop=(), query_end=None, query_begin=None, pad_id=tok.pad_id)
+  graphdef, params = nnx.split(model)
+  run = lambda: generate(graphdef, params, jnp.asarray(ids), jnp.asarray(mask),
+                         jax.random.key(0), jnp.arange(batch), config=cfg,
+                         stops=stops, handoff=None).tokens.block_until_ready()
+  ours = best_time(run, repeats)
+  ours_tokens = np.asarray(run())[:, p:]
+  with torch.no_grad():
+    t_ids, t_mask = torch.tensor(ids, dtype=torch.long), torch.tensor(mask)
+    gen = lambda: hf.generate(input_ids=t_ids, attention_mask=t_mask,
+                              max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                              do_sample=False, pad_token_id=tok.pad_id)
+    theirs = best_time(gen, repeats)
+    hf_tokens = gen()[:, p:].numpy()
+  agree = float((ours_tokens == hf_tokens).mean())
+  return batch * new_tokens / ours, batch * new_tokens / theirs, agree
+
+
+# --- the alternative hand-off: return to Python between segments ------------
+
+
+def segmented_generate(sampler: Sampler, prompts_text):
+  """Same rollouts as `sampler(prompts_text)`, but the loop exits to Python
+  whenever a row needs a search."""
+  tok, cfg, stops = sampler.tokenizer, sampler.config, sampler.stops
+  ids, mask = sampler.encode_prompts(prompts_text)
+  graphdef, params = nnx.split(sampler.model)
+  row_ids = jnp.arange(ids.shape[0])
+  state = _prefill(graphdef, params, jnp.asarray(ids), jnp.asarray(mask),
+                   jax.random.key(0), cfg=cfg, stops=stops)
+  sampler.handoff.reset()
+  while True:
+    state = _run_until_search(graphdef, params, state, row_ids, cfg=cfg,
+                              stops=stops, max_steps=cfg.max_len - ids.shape[1])
+    need = np.asarray(_needs_search(state, stops))
+    if not need.any():
+      return state
+    block, block_len, ran = sampler.handoff(
+        state.tokens, state.cursor, need, state.num_searches, row_ids,
+        state.step)
+    need_j = jnp.asarray(need)
+    state = dataclasses.replace(
+        state,
+        forced=jnp.where(need_j[:, None], jnp.asarray(block), state.forced),
+        forced_len=jnp.where(need_j, jnp.asarray(block_len), state.forced_len),
+        forced_ptr=jnp.where(need_j, 0, state.forced_ptr),
+        num_searches=state.num_searches + jnp.asarray(ran))
+
+
+def _needs_search(s, stops):
+  return (~s.done & (s.forced_ptr >= s.forced_len)
+          & _ends_with(s.tokens, s.loss_mask, s.cursor, stops.query_end))
+
+
+@jax.jit(static_argnames=("graphdef", "cfg", "stops"))
+def _prefill(graphdef, params, ids, mask, rng, *, cfg, stops):
+  return prefill(nnx.merge(graphdef, params), ids, mask, rng, cfg, stops)
+
+
+@jax.jit(static_argnames=("graphdef", "cfg", "stops", "max_steps"))
+def _run_until_search(graphdef, params, state, row_ids, *, cfg, stops, max_steps):
+  model = nnx.merge(graphdef, params)
+  cond = lambda s: (jnp.any(~s.done) & (s.step < max_steps)
+                    & ~jnp.any(_needs_search(s, stops)))
+  body = lambda s: decode_step(model, s, cfg, stops, None, row_ids)
+  return jax.lax.while_loop(cond, body, state)
+
+
+def handoff_benchmark(model, tok, new_tokens, repeats):
+  batch = 16
+  cfg = SamplingConfig(max_prompt_len=16, max_len=16 + new_tokens + 8 * 48,
+                       max_new_tokens=new_tokens, temperature=0.0,
+                       max_searches=8, doc_block_len=48)
+  fmt = DocumentFormat(query_begin="\n", query_end=".", top_k=2, doc_tokens=20,
+                       block_len=48)
+  texts = (PROMPTS * 2)[:batch]
+  off = Sampler(model, tok, cfg, doc_format=fmt)
+  on = Sampler(model, tok, cfg, retriever=DictRetriever(), doc_format=fmt)
+  t_off = best_time(lambda: off(texts), repeats)
+  t_on = best_time(lambda: on(texts), repeats)
+  out = on(texts)
+  t_seg = best_time(lambda: segmented_generate(on, texts).tokens.block_until_ready(),
+                    repeats)
+  seg = segmented_generate(on, texts)
+  same = bool((np.asarray(seg.tokens) == out.tokens).all())
+  doc_tokens = int(((out.loss_mask == 0) &
+                    (np.arange(out.tokens.shape[1])[None] >= out.prompt_len) &
+                    (np.arange(out.tokens.shape[1])[None] < out.lengths[:, None])).sum())
+  # What those document tokens cost as a prefill: one row, 48 tokens a chunk.
+  chunk = jnp.asarray(np.asarray(tok.encode("the " * 48)[:48])[None], jnp.int32)
+  fwd = nnx.jit(lambda m, t, p: m(t, p, last_only=True)[0])
+  pos = jnp.arange(48)[None]
+  t_chunk = best_time(lambda: fwd(model, chunk, pos).block_until_ready(), repeats)
+  doc_prefill = doc_tokens / 48 * t_chunk
+  return dict(t_off=t_off, t_on=t_on, t_seg=t_seg, same=same,
+              searches=int(out.num_searches.sum()), doc_tokens=doc_tokens,
+              doc_prefill=doc_prefill)
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--new_tokens", type=int, default=128)
+  ap.add_argument("--repeats", type=int, default=2)
+  args = ap.parse_args()
+  import torch
+  import transformers
+  torch.set_num_threads(os.cpu_count())
+  gguf = assets.fetch("smollm2-135m-instruct", quiet=True)
+  model, _ = models.load_gguf(gguf)
+  tok = tokenizer.BPETokenizer.from_gguf(gguf)
+  hf = transformers.AutoModelForCausalLM.from_pretrained(
+      gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+
+  print(f"jax {jax.__version__} on {jax.devices()[0].platform}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads)\n")
+  print("| decode, greedy, %d new tokens | ours tok/s | transformers tok/s | ratio |"
+        " same tokens |" % args.new_tokens)
+  print("|---|---|---|---|---|")
+  for batch in (1, 16):
+    ours, theirs, agree = decode_benchmark(model, tok, hf, batch,
+                                           args.new_tokens, args.repeats)
+    print(f"| batch {batch} | {ours:.0f} | {theirs:.0f} | {ours / theirs:.2f}x |"
+          f" {agree:.0%} |")
+
+  r = handoff_benchmark(model, tok, args.new_tokens, args.repeats)
+  print(f"\nhand-off, batch 16, {r['searches']} searches, {r['doc_tokens']} "
+        f"document tokens; identical tokens in both modes: {r['same']}\n")
+  print("| mode | seconds | beyond `off` | document tokens as a prefill |")
+  print("|---|---|---|---|")
+  print(f"| off (no retrieval) | {r['t_off']:.2f} | - | - |")
+  for name, key in (("in-loop io_callback", "t_on"), ("segments (Python)", "t_seg")):
+    extra = r[key] - r["t_off"]
+    print(f"| {name} | {r[key]:.2f} | {extra:+.2f} s ({extra / r['t_off']:+.0%}) |"
+          f" {r['doc_prefill']:.2f} s |")
+
+
+if __name__ == "__main__":
+  main()

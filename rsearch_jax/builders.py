@@ -1,0 +1,106 @@
+"""Builds the objects a run needs from the fields of its config.
+
+Main entry points:
+  resolve_path(spec)                        "asset:NAME" or a local path -> Path
+  load_policy(path, *, dtype, ...)          (Decoder, Tokenizer) from local weights,
+                                            with the search tags as single tokens
+  build_retriever(kind, corpus=, url=, ...) a retrieval backend
+  build_sampler(model, tok, sampling, ...)  the search-in-the-loop Sampler
+
+Launchers (`launch/*.py`) parse a config and call these; library code below
+them takes explicit arguments, never the whole config.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Mapping
+
+from rsearch_jax import assets, models, prompts
+from rsearch_jax import sharding as sharding_lib
+from rsearch_jax import tokenizer as tokenizer_lib
+from rsearch_jax.sampling import DocumentFormat, Sampler, SamplingConfig
+
+
+def resolve_path(spec: str, *, field: str = "path") -> pathlib.Path:
+  """`asset:NAME` (fetched into the cache on first use) or a local path.
+
+  Raises:
+    FileNotFoundError: naming `field` when a local path does not exist.
+    KeyError: an unknown asset name (the message lists the known ones).
+  """
+  if spec.startswith("asset:"):
+    return assets.fetch(spec[len("asset:"):], quiet=True)
+  path = pathlib.Path(spec).expanduser()
+  if not path.exists():
+    raise FileNotFoundError(f"{field}={spec!r}: no such file or directory")
+  return path
+
+
+def load_policy(path: str | pathlib.Path, *, dtype: str = "float32",
+                param_dtype: str = "float32", remat: bool = False,
+                mesh=None, rules=sharding_lib.DEFAULT_RULES):
+  """A policy and its tokenizer from a GGUF file or an HF directory.
+
+  Tags the tokenizer lacks are added as special tokens and the embedding grows
+  to match (new rows at the mean embedding), so every tag is one id.
+  """
+  path = pathlib.Path(path)
+  tok = tokenizer_lib.load_tokenizer(path)
+  model, _ = models.load_pretrained(path, mesh=mesh, rules=rules, dtype=dtype,
+                                    param_dtype=param_dtype, remat=remat)
+  if isinstance(tok, tokenizer_lib.BPETokenizer) and len(tok.tag_ids) < len(
+      tokenizer_lib.TAGS):
+    tok.add_tags()
+  if tok.vocab_size > model.cfg.vocab_size:
+    models.resize_vocab(model, tok.vocab_size)
+    if mesh is not None:
+      sharding_lib.shard_module(model, mesh, rules)
+  return model, tok
+
+
+def build_retriever(kind: str, *, corpus: str = "", url: str = "",
+                    protocol: str = "r1searcher", timeout: float = 30.0,
+                    retries: int = 3):
+  """`bm25` over a corpus (a path or `asset:NAME`), or `http` to a server."""
+  from rsearch_jax import retrieval  # bm25s is slow to import
+  if kind == "bm25":
+    if not corpus:
+      raise ValueError("retriever.corpus must be set for retriever.kind='bm25'")
+    name = corpus[len("asset:"):] if corpus.startswith("asset:") else corpus
+    return retrieval.BM25Retriever.from_corpus(name)
+  if kind == "http":
+    if not url:
+      raise ValueError("retriever.url must be set for retriever.kind='http'")
+    return retrieval.HTTPRetriever(url, protocol=protocol, timeout=timeout,
+                                   retries=retries)
+  if kind == "none":
+    return None
+  raise ValueError(f"retriever.kind={kind!r}: expected 'bm25', 'http' or 'none'")
+
+
+def sampling_config(fields: Mapping[str, Any]) -> SamplingConfig:
+  """SamplingConfig from a config section (unknown fields are an error)."""
+  known = set(SamplingConfig.__dataclass_fields__)
+  extra = sorted(set(fields) - known - {"top_k_docs", "doc_tokens"})
+  if extra:
+    raise ValueError(f"sampling: unknown fields {extra}; known: {sorted(known)}")
+  return SamplingConfig(**{k: v for k, v in fields.items() if k in known})
+
+
+def build_sampler(model, tok, sampling: Mapping[str, Any], *, retriever,
+                  method: str = "r1", mesh=None,
+                  rules=sharding_lib.DEFAULT_RULES) -> Sampler:
+  """The sampler for `method`'s tags, with the documents' top-k and budget."""
+  if method not in prompts.METHOD_TAGS:
+    raise ValueError(
+        f"method={method!r}: expected one of {sorted(prompts.METHOD_TAGS)}")
+  tags = prompts.METHOD_TAGS[method]
+  config = sampling_config(sampling)
+  fmt = DocumentFormat(query_begin=tags.query_begin, query_end=tags.query_end,
+                       docs_begin=tags.docs_begin, docs_end=tags.docs_end,
+                       top_k=int(sampling.get("top_k_docs", 3)),
+                       doc_tokens=int(sampling.get("doc_tokens", 64)),
+                       block_len=config.doc_block_len)
+  return Sampler(model, tok, config, retriever=retriever, doc_format=fmt,
+                 mesh=mesh, rules=rules)
