@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from rsearch_jax import sharding as sharding_lib
@@ -174,7 +175,13 @@ class Sampler:
     return self._output(state, int(tokens.shape[1]))
 
   def _output(self, state, prompt_len: int) -> SamplerOutput:
-    get = lambda x: np.asarray(jax.device_get(x))
+    def get(x):
+      # On a multi-host mesh every process gets the whole batch (the rows it
+      # does not hold are gathered from the others).
+      if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        x = multihost_utils.process_allgather(x, tiled=True)
+      return np.asarray(jax.device_get(x))
+
     tokens, loss_mask, logprobs = get(state.tokens), get(state.loss_mask), get(
         state.logprobs)
     lengths = get(state.cursor)
