@@ -1,0 +1,171 @@
+"""Corpus readers: every supported format -> a list of `Doc` passages.
+
+Main entry points:
+  load_corpus(spec, format=None)    dispatch on the suffix or `asset:NAME`
+  read_jsonl_contents(path)         Search-R1: {"id", "contents": "\"Title\"\ntext"}
+  read_kilt_pages(path)             KILT pages, split into 100-word passages as
+                                    R1-Searcher's split_kilt_to_100 does
+  read_r1_tsv(path)                 R1-Searcher TSV: "id\ttitle   text" or
+                                    "id\t\"Title: ... Text: ...\""
+  read_wiki_vital(path)             the wiki-vital-en asset (title -> lead)
+  split_words(title, text, ...)     ~100-word passages, title kept on each
+
+A malformed line is a ValueError that names the file and the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pathlib
+import re
+
+from rsearch_jax import assets
+from rsearch_jax.retrieval._base import Doc
+
+PASSAGE_WORDS = 100
+
+
+def split_words(doc_id: str, title: str, text: str,
+                words: int = PASSAGE_WORDS) -> list[Doc]:
+  """`text` cut into passages of `words` words (the last may be shorter)."""
+  tokens = text.split()
+  return [Doc(id=f"{doc_id}-{i // words}", title=title,
+              text=" ".join(tokens[i:i + words]))
+          for i in range(0, len(tokens), words)]
+
+
+def _json_lines(path: pathlib.Path):
+  with open(path, encoding="utf-8-sig") as f:
+    for lineno, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+      if not isinstance(row, dict):
+        raise ValueError(f"{path}:{lineno}: expected a JSON object")
+      yield lineno, row
+
+
+def _field(path, lineno, row, name, kind):
+  if name not in row:
+    raise ValueError(f"{path}:{lineno}: missing field {name!r}")
+  if not isinstance(row[name], kind):
+    raise ValueError(f"{path}:{lineno}: field {name!r} should be "
+                     f"{getattr(kind, '__name__', kind)}, got {type(row[name]).__name__}")
+  return row[name]
+
+
+def read_jsonl_contents(path: os.PathLike) -> list[Doc]:
+  """Search-R1's corpus format; the title is the quoted first line."""
+  path = pathlib.Path(path)
+  docs = []
+  for lineno, row in _json_lines(path):
+    contents = _field(path, lineno, row, "contents", str)
+    first, sep, rest = contents.partition("\n")
+    title, text = (first.strip().strip('"'), rest) if sep else ("", contents)
+    docs.append(Doc(id=str(row.get("id", lineno - 1)), title=title, text=text.strip()))
+  return docs
+
+
+def read_kilt_pages(path: os.PathLike, words: int = PASSAGE_WORDS) -> list[Doc]:
+  """KILT knowledge-source pages: paragraphs joined (markup dropped), then
+  cut into `words`-word passages, as R1-Searcher builds its KILT corpus."""
+  path = pathlib.Path(path)
+  docs = []
+  for lineno, row in _json_lines(path):
+    title = _field(path, lineno, row, "wikipedia_title", str)
+    paragraphs = _field(path, lineno, row, "text", list)
+    text = "".join(str(p) for p in paragraphs)
+    text = text.replace("BULLET::::", "").replace("Section::::", "")
+    docs += split_words(str(row.get("wikipedia_id", lineno - 1)), title, text, words)
+  return docs
+
+
+_TITLE_TEXT = re.compile(r"^Title:\s*(.*?)\s+Text:\s*(.*)$", re.S)
+
+
+def read_r1_tsv(path: os.PathLike) -> list[Doc]:
+  """R1-Searcher's TSV corpora: `id \\t title   text` (KILT 100-word
+  passages) or `id \\t "Title: ... Text: ..."` (HotpotQA abstracts)."""
+  path = pathlib.Path(path)
+  docs = []
+  with open(path, encoding="utf-8-sig") as f:
+    for lineno, line in enumerate(f, 1):
+      line = line.rstrip("\n")
+      if not line.strip():
+        continue
+      doc_id, sep, body = line.partition("\t")
+      if not sep or not doc_id.strip():
+        raise ValueError(f"{path}:{lineno}: expected 'id<TAB>text'")
+      if body.startswith('"') and body.endswith('"'):
+        body = next(csv.reader(io.StringIO(body)))[0]
+      m = _TITLE_TEXT.match(body)
+      if m:
+        title, text = m.group(1), m.group(2)
+      else:
+        title, _, text = body.partition("   ")
+      docs.append(Doc(id=doc_id.strip(), title=title.strip(), text=text.strip()))
+  return docs
+
+
+def read_wiki_vital(path: os.PathLike, words: int = PASSAGE_WORDS) -> list[Doc]:
+  """The wiki-vital-en asset: a JSON object title -> {"title", "extract"}
+  (the Wikipedia lead section)."""
+  path = pathlib.Path(path)
+  try:
+    data = json.loads(path.read_text(encoding="utf-8"))
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+  if not isinstance(data, dict):
+    raise ValueError(f"{path}: expected a JSON object of title -> text")
+  docs = []
+  for i, (key, entry) in enumerate(data.items()):
+    # {"title": ..., "extract": ...} entries; a bare string is the text.
+    if isinstance(entry, dict):
+      title, text = entry.get("title") or key, entry.get("extract")
+    else:
+      title, text = key, entry
+    if not isinstance(text, str):
+      raise ValueError(f"{path}: entry {key!r} has no text ('extract')")
+    if text.strip():
+      docs += split_words(str(i), title, text, words)
+  return docs
+
+
+READERS = {"jsonl": read_jsonl_contents, "kilt": read_kilt_pages,
+           "tsv": read_r1_tsv, "wiki_vital": read_wiki_vital}
+
+
+def load_corpus(spec: str | os.PathLike, format: str | None = None) -> list[Doc]:
+  """Reads a corpus: `asset:wiki-vital-en` (or the bare asset name), or a file
+  whose format is `format` or guessed from it (.tsv; .jsonl with `contents`
+  or with `wikipedia_title`; .json title -> text)."""
+  spec = str(spec)
+  name = spec[len("asset:"):] if spec.startswith("asset:") else spec
+  if name in assets.ASSETS:
+    path = assets.fetch(name, quiet=True)
+    return read_wiki_vital(path)
+  path = pathlib.Path(spec)
+  if not path.is_file():
+    raise FileNotFoundError(f"corpus not found: {spec}")
+  if format is None:
+    suffix = path.suffix.lower()
+    if suffix == ".tsv":
+      format = "tsv"
+    elif suffix == ".json":
+      format = "wiki_vital"
+    elif suffix == ".jsonl":
+      with open(path, encoding="utf-8-sig") as f:
+        first = f.readline()
+      format = "kilt" if '"wikipedia_title"' in first else "jsonl"
+    else:
+      raise ValueError(f"{path}: cannot tell the corpus format from the suffix "
+                       f"{suffix!r}; pass format= one of {sorted(READERS)}")
+  if format not in READERS:
+    raise ValueError(f"corpus format {format!r} is not one of {sorted(READERS)}")
+  return READERS[format](path)
