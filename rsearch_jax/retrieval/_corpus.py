@@ -1,7 +1,9 @@
 """Corpus readers: every supported format -> a list of `Doc` passages.
 
 Main entry points:
-  load_corpus(spec, format=None)    dispatch on the suffix or `asset:NAME`
+  load_corpus(spec, format=None)    dispatch on the suffix, `format`, or a
+                                    corpus asset name (`wiki-vital-en`,
+                                    optionally written `asset:wiki-vital-en`)
   read_jsonl_contents(path)         Search-R1: {"id", "contents": "\"Title\"\ntext"}
   read_kilt_pages(path)             KILT pages, split into 100-word passages as
                                     R1-Searcher's split_kilt_to_100 does
@@ -80,13 +82,30 @@ def read_kilt_pages(path: os.PathLike, words: int = PASSAGE_WORDS) -> list[Doc]:
   for lineno, row in _json_lines(path):
     title = _field(path, lineno, row, "wikipedia_title", str)
     paragraphs = _field(path, lineno, row, "text", list)
-    text = "".join(str(p) for p in paragraphs)
+    if not all(isinstance(p, str) for p in paragraphs):
+      raise ValueError(f"{path}:{lineno}: field 'text' should be a list of strings")
+    # KILT paragraphs end in "\n"; joined without a separator as R1-Searcher
+    # does, so passage boundaries (every 100 words) fall where theirs do.
+    text = "".join(paragraphs)
     text = text.replace("BULLET::::", "").replace("Section::::", "")
     docs += split_words(str(row.get("wikipedia_id", lineno - 1)), title, text, words)
   return docs
 
 
 _TITLE_TEXT = re.compile(r"^Title:\s*(.*?)\s+Text:\s*(.*)$", re.S)
+
+
+def split_r1_passage(body: str) -> tuple[str, str]:
+  """(title, text) of an R1-Searcher passage: `title   text` (three spaces,
+  its KILT corpus) or `"Title: ... Text: ..."` (CSV-quoted, its HotpotQA
+  abstracts); anything else is untitled text."""
+  if len(body) > 1 and body.startswith('"') and body.endswith('"'):
+    body = next(csv.reader(io.StringIO(body)))[0]  # "" -> " inside
+  m = _TITLE_TEXT.match(body)
+  if m:
+    return m.group(1).strip(), m.group(2).strip()
+  title, sep, text = body.partition("   ")
+  return (title.strip(), text.strip()) if sep else ("", body.strip())
 
 
 def read_r1_tsv(path: os.PathLike) -> list[Doc]:
@@ -96,20 +115,16 @@ def read_r1_tsv(path: os.PathLike) -> list[Doc]:
   docs = []
   with open(path, encoding="utf-8-sig") as f:
     for lineno, line in enumerate(f, 1):
-      line = line.rstrip("\n")
+      line = line.rstrip("\r\n")
       if not line.strip():
         continue
       doc_id, sep, body = line.partition("\t")
       if not sep or not doc_id.strip():
         raise ValueError(f"{path}:{lineno}: expected 'id<TAB>text'")
-      if body.startswith('"') and body.endswith('"'):
-        body = next(csv.reader(io.StringIO(body)))[0]
-      m = _TITLE_TEXT.match(body)
-      if m:
-        title, text = m.group(1), m.group(2)
-      else:
-        title, _, text = body.partition("   ")
-      docs.append(Doc(id=doc_id.strip(), title=title.strip(), text=text.strip()))
+      title, text = split_r1_passage(body)
+      if not text:
+        raise ValueError(f"{path}:{lineno}: empty passage text")
+      docs.append(Doc(id=doc_id.strip(), title=title, text=text))
   return docs
 
 
@@ -140,32 +155,51 @@ def read_wiki_vital(path: os.PathLike, words: int = PASSAGE_WORDS) -> list[Doc]:
 READERS = {"jsonl": read_jsonl_contents, "kilt": read_kilt_pages,
            "tsv": read_r1_tsv, "wiki_vital": read_wiki_vital}
 
+# Assets (rsearch_jax.assets) that are corpora, and their format.
+CORPUS_ASSETS = {"wiki-vital-en": "wiki_vital"}
+
+
+def asset_name(spec: str | os.PathLike) -> str | None:
+  """The corpus asset `spec` names (`NAME` or `asset:NAME`), else None."""
+  spec = str(spec)
+  if spec.startswith("asset:"):
+    name = spec[len("asset:"):]
+    if name not in CORPUS_ASSETS:
+      raise ValueError(f"{spec!r}: not a corpus asset; known: {sorted(CORPUS_ASSETS)}")
+    return name
+  return spec if spec in CORPUS_ASSETS else None
+
+
+def _guess_format(path: pathlib.Path) -> str:
+  suffix = path.suffix.lower()
+  if suffix == ".tsv":
+    return "tsv"
+  if suffix == ".json":
+    return "wiki_vital"
+  if suffix == ".jsonl":
+    with open(path, encoding="utf-8-sig") as f:
+      first = next((line for line in f if line.strip()), "")
+    return "kilt" if '"wikipedia_title"' in first else "jsonl"
+  raise ValueError(f"{path}: cannot tell the corpus format from the suffix "
+                   f"{suffix!r}; pass format= one of {sorted(READERS)}")
+
 
 def load_corpus(spec: str | os.PathLike, format: str | None = None) -> list[Doc]:
-  """Reads a corpus: `asset:wiki-vital-en` (or the bare asset name), or a file
-  whose format is `format` or guessed from it (.tsv; .jsonl with `contents`
-  or with `wikipedia_title`; .json title -> text)."""
-  spec = str(spec)
-  name = spec[len("asset:"):] if spec.startswith("asset:") else spec
-  if name in assets.ASSETS:
-    path = assets.fetch(name, quiet=True)
-    return read_wiki_vital(path)
+  """Reads a corpus into passages.
+
+  Args:
+    spec: a corpus asset name (`wiki-vital-en` or `asset:wiki-vital-en`,
+      fetched on first use), or a file path.
+    format: one of READERS; by default from the file: .tsv (R1-Searcher),
+      .jsonl (KILT pages when the first row has `wikipedia_title`, else
+      Search-R1 `contents`), .json (title -> lead section).
+  """
+  if format is not None and format not in READERS:
+    raise ValueError(f"corpus format {format!r} is not one of {sorted(READERS)}")
+  name = asset_name(spec)
+  if name is not None:
+    return READERS[format or CORPUS_ASSETS[name]](assets.fetch(name, quiet=True))
   path = pathlib.Path(spec)
   if not path.is_file():
     raise FileNotFoundError(f"corpus not found: {spec}")
-  if format is None:
-    suffix = path.suffix.lower()
-    if suffix == ".tsv":
-      format = "tsv"
-    elif suffix == ".json":
-      format = "wiki_vital"
-    elif suffix == ".jsonl":
-      with open(path, encoding="utf-8-sig") as f:
-        first = f.readline()
-      format = "kilt" if '"wikipedia_title"' in first else "jsonl"
-    else:
-      raise ValueError(f"{path}: cannot tell the corpus format from the suffix "
-                       f"{suffix!r}; pass format= one of {sorted(READERS)}")
-  if format not in READERS:
-    raise ValueError(f"corpus format {format!r} is not one of {sorted(READERS)}")
-  return READERS[format](path)
+  return READERS[format or _guess_format(path)](path)
