@@ -80,7 +80,7 @@ def decode_benchmark(model, tok, hf, batch, new_tokens, repeats):
   ids, mask = left_pad(tok, texts, p)
   cfg = SamplingConfig(max_prompt_len=p, max_len=p + new_tokens,
                        max_new_tokens=new_tokens, temperature=0.0)
-  stops = StopTokens(stop=(), query_end=None, query_begin=None, pad_id=tok.pad_id)
+  stops = StopTokens(stop=(), query_end=None, pad_id=tok.pad_id)
   graphdef, params = nnx.split(model)
   run = lambda: generate(graphdef, params, jnp.asarray(ids), jnp.asarray(mask),
                          jax.random.key(0), jnp.arange(batch), config=cfg,
@@ -130,8 +130,10 @@ def segmented_generate(sampler: Sampler, prompts_text):
 
 
 def _needs_search(s, stops):
-  return (~s.done & (s.forced_ptr >= s.forced_len)
-          & _ends_with(s.tokens, s.loss_mask, s.cursor, stops.query_end))
+  asked = jnp.zeros_like(s.done)
+  for seq in stops.query_end:
+    asked |= _ends_with(s.tokens, s.loss_mask, s.cursor, seq)
+  return ~s.done & (s.forced_ptr >= s.forced_len) & asked
 
 
 @jax.jit(static_argnames=("graphdef", "cfg", "stops"))

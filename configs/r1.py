@@ -16,6 +16,8 @@ Fields:
   model.param_dtype storage dtype of the parameters.
   model.remat       recompute activations in the backward pass.
   model.chat        "chatml" (instruct models) or "none" (base-model prompt).
+  model.add_tags    make each tag one new token (False: tags stay text the
+                    pretrained model can already write).
   mesh.data/fsdp/tensor   mesh shape; one axis may be -1 (the rest).
   mesh.distributed  call jax.distributed.initialize() (multi-host pods).
   retriever.kind    "bm25" (in process), "http" (a server) or "none".
@@ -43,7 +45,7 @@ def get_config(preset: str = "smollm2") -> ml_collections.ConfigDict:
   c.seed = 0
   c.model = ml_collections.ConfigDict(dict(
       path="asset:smollm2-135m-instruct", dtype="float32",
-      param_dtype="float32", remat=False, chat="chatml"))
+      param_dtype="float32", remat=False, chat="chatml", add_tags=False))
   c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1,
                                           distributed=False))
   c.retriever = ml_collections.ConfigDict(dict(

@@ -52,7 +52,8 @@ def main(argv):
   mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
   model_path = builders.resolve_path(cfg.model.path, field="model.path")
   model, tok = builders.load_policy(model_path, dtype=cfg.model.dtype,
-                                    param_dtype=cfg.model.param_dtype, mesh=mesh)
+                                    param_dtype=cfg.model.param_dtype,
+                                    add_tags=cfg.model.add_tags, mesh=mesh)
   retriever = builders.build_retriever(cfg.retriever.kind,
                                        corpus=cfg.retriever.corpus,
                                        url=cfg.retriever.url,

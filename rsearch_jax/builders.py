@@ -39,18 +39,22 @@ def resolve_path(spec: str, *, field: str = "path") -> pathlib.Path:
 
 def load_policy(path: str | pathlib.Path, *, dtype: str = "float32",
                 param_dtype: str = "float32", remat: bool = False,
-                mesh=None, rules=sharding_lib.DEFAULT_RULES):
+                add_tags: bool = True, mesh=None,
+                rules=sharding_lib.DEFAULT_RULES):
   """A policy and its tokenizer from a GGUF file or an HF directory.
 
-  Tags the tokenizer lacks are added as special tokens and the embedding grows
-  to match (new rows at the mean embedding), so every tag is one id.
+  With `add_tags`, tags the tokenizer lacks are added as special tokens and
+  the embedding grows to match (new rows at the mean embedding), so every tag
+  is one id: the choice for training. Without, tags stay plain text that a
+  pretrained model already knows how to write (as R1-Searcher prompts Qwen);
+  the sampler then matches them as token suffixes.
   """
   path = pathlib.Path(path)
   tok = tokenizer_lib.load_tokenizer(path)
   model, _ = models.load_pretrained(path, mesh=mesh, rules=rules, dtype=dtype,
                                     param_dtype=param_dtype, remat=remat)
-  if isinstance(tok, tokenizer_lib.BPETokenizer) and len(tok.tag_ids) < len(
-      tokenizer_lib.TAGS):
+  if add_tags and isinstance(tok, tokenizer_lib.BPETokenizer) and len(
+      tok.tag_ids) < len(tokenizer_lib.TAGS):
     tok.add_tags()
   if tok.vocab_size > model.cfg.vocab_size:
     models.resize_vocab(model, tok.vocab_size)

@@ -77,8 +77,6 @@ class RetrievalHandoff:
     self.tokenizer = tokenizer
     self.fmt = fmt
     self.max_searches = max_searches
-    self._q_begin = tuple(tokenizer.tag_token_ids(fmt.query_begin))
-    self._q_end = tuple(tokenizer.tag_token_ids(fmt.query_end))
     self._open = list(tokenizer.tag_token_ids(fmt.docs_begin)) + \
         tokenizer.encode("\n")
     self._close = list(tokenizer.tag_token_ids(fmt.docs_end)) + \
@@ -100,17 +98,24 @@ class RetrievalHandoff:
 
   # -- query extraction ------------------------------------------------------
 
+  # Tokens decoded to find a query: enough for any query and its tags.
+  QUERY_WINDOW = 512
+
   def query_text(self, row_tokens: np.ndarray, end: int) -> str:
     """The text between the last query_begin and the query_end ending at
-    `end` (exclusive); the whole tail when the model never opened a query."""
-    stop = end - len(self._q_end)
-    begin_len = len(self._q_begin)
-    start = 0
-    for i in range(stop - begin_len, -1, -1):
-      if tuple(row_tokens[i:i + begin_len]) == self._q_begin:
-        start = i + begin_len
-        break
-    return self.tokenizer.decode(row_tokens[start:stop].tolist()).strip()
+    `end` (exclusive); the whole window when the model never opened a query.
+
+    Found in text, not in ids, because an imported BPE tokenizer that keeps
+    the tags as plain text spells them differently in different contexts
+    (" <|" or ")<|" or "<|" for the same tag).
+    """
+    window = row_tokens[max(0, end - self.QUERY_WINDOW):end].tolist()
+    text = self.tokenizer.decode(window)
+    stop = text.rfind(self.fmt.query_end)
+    stop = len(text) if stop < 0 else stop
+    start = text.rfind(self.fmt.query_begin, 0, stop)
+    start = 0 if start < 0 else start + len(self.fmt.query_begin)
+    return text[start:stop].strip()
 
   # -- block building --------------------------------------------------------
 

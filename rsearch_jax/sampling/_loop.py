@@ -163,8 +163,10 @@ def decode_step(model: Decoder, s: SamplingState, config: SamplingConfig,
 
   forced, forced_len, num_searches = s.forced, s.forced_len, s.num_searches
   if handoff is not None and stops.query_end is not None:
-    need = is_sampled & ~done & _ends_with(tokens, loss_mask, cursor,
-                                           stops.query_end)
+    asked = jnp.zeros_like(active)
+    for seq in stops.query_end:
+      asked |= _ends_with(tokens, loss_mask, cursor, seq)
+    need = is_sampled & ~done & asked
 
     def call(_):
       return handoff(tokens, cursor, need, num_searches, row_ids, s.step)

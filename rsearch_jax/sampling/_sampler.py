@@ -112,13 +112,12 @@ class Sampler:
     fmt = doc_format or DocumentFormat(block_len=config.doc_block_len)
     if fmt.block_len != config.doc_block_len:
       fmt = dataclasses.replace(fmt, block_len=config.doc_block_len)
-    stop = [tuple(tokenizer.tag_token_ids(t)) for t in stop_tags]
+    stop = [seq for t in stop_tags for seq in _match_ids(tokenizer, t)]
     if tokenizer.eos_id is not None:
       stop.append((tokenizer.eos_id,))
     self.stops = StopTokens(
         stop=tuple(stop),
-        query_end=tuple(tokenizer.tag_token_ids(fmt.query_end)),
-        query_begin=tuple(tokenizer.tag_token_ids(fmt.query_begin)),
+        query_end=_match_ids(tokenizer, fmt.query_end),
         pad_id=tokenizer.pad_id)
     self.handoff = (RetrievalHandoff(retriever, tokenizer, fmt,
                                      config.max_searches)
@@ -198,3 +197,30 @@ class Sampler:
         num_searches=get(state.num_searches),
         stop_reasons=[STOP_REASONS[int(r)] for r in get(state.stop_reason)],
         searches=searches, texts=texts)
+
+
+
+def _match_ids(tokenizer: Tokenizer, tag: str) -> tuple[tuple[int, ...], ...]:
+  """The id sequences the loop watches for to detect `tag` as a suffix.
+
+  A tag that is one token is that token. A tag the tokenizer spells with
+  several tokens (an imported BPE that keeps tags as text) may start with a
+  token merged with the text before it (SmolLM2: "<|end_of_query|>" starts
+  with "<", " <" or ")<"). Its tail without that first token is watched when
+  no other tag ends with the same text ("|end_of_query|>"); otherwise
+  ("answer>" ends "<answer>" too) the spellings after common prefixes are.
+  """
+  from rsearch_jax.tokenizer import TAGS
+  ids = tuple(tokenizer.tag_token_ids(tag))
+  if len(ids) == 1:
+    return (ids,)
+  tail = ids[1:]
+  text = tokenizer.decode(list(tail))
+  if len(tail) >= 2 and not any(o != tag and o.endswith(text) for o in TAGS):
+    return (tail,)
+  variants = {ids}
+  for prefix in (" ", "\n", ".", ")", "x"):
+    pre, enc = tokenizer.encode(prefix), tokenizer.encode(prefix + tag)
+    cut = len(pre) if enc[:len(pre)] == pre else len(pre) - 1
+    variants.add(tuple(enc[max(cut, 0):]))
+  return tuple(sorted(variants))

@@ -61,15 +61,14 @@ class StopTokens:
 
   Attributes:
     stop: sequences that end a row (EOS, `</answer>`).
-    query_end: the closing query tag (`<|end_of_query|>` or `</external>`):
-      the row pauses for retrieval.
-    query_begin: the opening query tag; the query is the text between them.
+    query_end: the spellings of the closing query tag (`<|end_of_query|>`
+      or `</external>`): the row pauses for retrieval (the host finds the
+      query in text).
     pad_id: filler for empty slots.
   """
 
   stop: tuple[tuple[int, ...], ...]
-  query_end: tuple[int, ...] | None
-  query_begin: tuple[int, ...] | None
+  query_end: tuple[tuple[int, ...], ...] | None
   pad_id: int
 
 
