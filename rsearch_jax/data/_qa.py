@@ -144,14 +144,16 @@ def read_qa_jsonl(path: PathLike) -> list[QAExample]:
   return examples
 
 
-def _fingerprint(examples: Sequence[QAExample]) -> str:
-  """A short hash of the ids and questions, to refuse restoring a position
-  into a different dataset."""
+def _fingerprint(examples: Sequence[Any]) -> str:
+  """A short hash of the ids and questions (of any other item: its repr), to
+  refuse restoring a position into a different dataset."""
   h = hashlib.sha256()
   for ex in examples:
-    h.update(ex.idx.encode())
-    h.update(b"\0")
-    h.update(ex.question.encode())
+    if hasattr(ex, "question"):
+      key = f"{getattr(ex, 'idx', getattr(ex, 'id', ''))}\0{ex.question}"
+    else:
+      key = repr(ex)
+    h.update(key.encode())
     h.update(b"\0")
   return h.hexdigest()[:16]
 
@@ -178,7 +180,7 @@ class PromptIterator:
     it2.restore(saved)       # it2.next() == it.next()
   """
 
-  def __init__(self, examples: Sequence[QAExample], batch_size: int,
+  def __init__(self, examples: Sequence[Any], batch_size: int,
                seed: int, *, shuffle: bool = True,
                drop_remainder: bool = True):
     examples = list(examples)
