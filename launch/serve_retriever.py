@@ -42,8 +42,11 @@ def main(argv):
   limits = retrieval.Limits(max_queries=_MAX_QUERIES.value,
                             max_query_chars=_MAX_QUERY_CHARS.value,
                             max_k=_MAX_K.value, max_body_bytes=_MAX_BODY_BYTES.value)
-  bm25 = retrieval.BM25Retriever.from_corpus(_CORPUS.value, format=_FORMAT.value)
-  server = retrieval.serve(bm25, _HOST.value, _PORT.value, limits)
+  try:
+    bm25 = retrieval.BM25Retriever.from_corpus(_CORPUS.value, format=_FORMAT.value)
+    server = retrieval.serve(bm25, _HOST.value, _PORT.value, limits)
+  except (OSError, ValueError) as e:  # bad corpus, port taken: no traceback
+    sys.exit(f"serve_retriever: {e}")
   print(f"serving {len(bm25.docs)} passages of {_CORPUS.value} on {server.url} "
         f"(POST /queries, POST /retrieve); ready in "
         f"{time.perf_counter() - start:.1f} s", flush=True)

@@ -7,8 +7,9 @@ Main entry point:
 Protocols:
   r1searcher  POST {url}/queries  {"queries": [...], "k": 3}
               -> {"answers": [["<id>\\t<title>   <text>", ...], ...]}
-              (answer lines are corpus lines; the leading id is dropped, as
-              R1-Searcher's rollout code does)
+              (answers are raw corpus lines, R1-Searcher's server returns
+              `corpus[i]`; KILT passages `id\\ttitle   text`, HotpotQA
+              abstracts `id\\t"Title: ... Text: ..."`)
   search_r1   POST {url}/retrieve {"queries": [...], "topk": 3, "return_scores": true}
               -> {"result": [[{"document": {"id", "contents"}, "score"}, ...], ...]}
               (contents: "\\"Title\\"\\ntext")
@@ -42,6 +43,8 @@ class RetrieverRequestError(ValueError):
   def __init__(self, message: str, code: int):
     super().__init__(message)
     self.code = code
+
+
 _LEADING_ID = re.compile(r"^(\d+)\s+")
 
 
