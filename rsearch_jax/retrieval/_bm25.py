@@ -113,7 +113,12 @@ class BM25Retriever(Retriever):
           {"hash": digest, "num_docs": len(self.docs), "k1": self.k1, "b": self.b}))
       if folder.exists():
         shutil.rmtree(folder)
-      tmp.rename(folder)  # a half-written index is never picked up
+      try:
+        tmp.rename(folder)  # a half-written index is never picked up
+      except OSError:
+        if not (folder / _META).is_file():
+          raise
+        # Another process saved the same index (same hash) first: keep theirs.
     finally:
       shutil.rmtree(tmp, ignore_errors=True)
     # Indexes of earlier versions of this corpus are stale forever: drop them.
