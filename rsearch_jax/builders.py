@@ -64,23 +64,15 @@ def load_policy(path: str | pathlib.Path, *, dtype: str = "float32",
 
 
 def build_retriever(kind: str, *, corpus: str = "", url: str = "",
-                    protocol: str = "r1searcher", timeout: float = 30.0,
-                    retries: int = 3):
-  """`bm25` over a corpus (a path or `asset:NAME`), or `http` to a server."""
-  from rsearch_jax import retrieval  # bm25s is slow to import
-  if kind == "bm25":
-    if not corpus:
-      raise ValueError("retriever.corpus must be set for retriever.kind='bm25'")
-    name = corpus[len("asset:"):] if corpus.startswith("asset:") else corpus
-    return retrieval.BM25Retriever.from_corpus(name)
-  if kind == "http":
-    if not url:
-      raise ValueError("retriever.url must be set for retriever.kind='http'")
-    return retrieval.HTTPRetriever(url, protocol=protocol, timeout=timeout,
-                                   retries=retries)
+                    protocol: str = "r1searcher"):
+  """`bm25` over a corpus (a path or `asset:NAME`), `http` to a server, or
+  `none` (no retrieval: the query tag is an ordinary token)."""
   if kind == "none":
     return None
-  raise ValueError(f"retriever.kind={kind!r}: expected 'bm25', 'http' or 'none'")
+  from rsearch_jax import retrieval  # bm25s is slow to import
+  if kind == "bm25":
+    return retrieval.make_retriever("bm25", corpus=corpus)
+  return retrieval.make_retriever(kind, url=url, protocol=protocol)
 
 
 def sampling_config(fields: Mapping[str, Any]) -> SamplingConfig:
