@@ -1,0 +1,43 @@
+"""The RL update: advantages, losses, the train step, rollouts to batches.
+
+  compute_advantages, group_baseline, group_normalize,
+  token_rewards_with_kl, discounted_returns, masked_whiten
+                                  outcome rewards -> advantages (pure jnp)
+  policy_loss, kl_penalty, entropy_from_logits, masked_nll, masked_mean,
+  token_logprobs_from_logits      token-level losses under the loss mask
+  Learner, LossConfig, OptimConfig, RLBatch, NLLBatch
+                                  the jitted, sharded RL / SFT update
+  token_advantages, rl_batch, nll_batch, training_mask
+                                  sampler output -> update batches
+  rewrite_rule_based, PolicyRewriter, memorization_examples
+                                  R1-Searcher++ memorization
+"""
+
+from rsearch_jax.rl._advantages import (ADVANTAGE_METHODS, compute_advantages,
+                                        discounted_returns, group_baseline,
+                                        group_normalize, masked_whiten,
+                                        token_rewards_with_kl)
+from rsearch_jax.rl._losses import (AGGREGATIONS, KL_KINDS,
+                                    entropy_from_logits, kl_penalty,
+                                    masked_mean, masked_nll, policy_loss,
+                                    token_logprobs_from_logits)
+from rsearch_jax.rl._memorization import (PolicyRewriter,
+                                          memorization_examples,
+                                          rewrite_rule_based)
+from rsearch_jax.rl._rollouts import (nll_batch, rl_batch, token_advantages,
+                                      training_mask)
+from rsearch_jax.rl._train_step import (Learner, LossConfig, NLLBatch,
+                                        OptimConfig, RLBatch, make_optimizer,
+                                        nll_loss, rl_loss)
+
+__all__ = [
+    "ADVANTAGE_METHODS", "compute_advantages", "discounted_returns",
+    "group_baseline", "group_normalize", "masked_whiten",
+    "token_rewards_with_kl",
+    "AGGREGATIONS", "KL_KINDS", "entropy_from_logits", "kl_penalty",
+    "masked_mean", "masked_nll", "policy_loss", "token_logprobs_from_logits",
+    "PolicyRewriter", "memorization_examples", "rewrite_rule_based",
+    "nll_batch", "rl_batch", "token_advantages", "training_mask",
+    "Learner", "LossConfig", "NLLBatch", "OptimConfig", "RLBatch",
+    "make_optimizer", "nll_loss", "rl_loss",
+]
