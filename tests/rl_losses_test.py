@@ -82,6 +82,10 @@ def test_compute_advantages_rejects_bad_input():
     adv_lib.compute_advantages(np.zeros(10), 4, "grpo")
   with pytest.raises(ValueError, match="group_size=0"):
     adv_lib.group_baseline(np.zeros(8), 0)
+  with pytest.raises(ValueError, match="group_size=2.5"):
+    adv_lib.group_baseline(np.zeros(8), 2.5)
+  np.testing.assert_array_equal(  # numpy ints are fine
+      adv_lib.group_baseline(np.arange(4.0), np.int64(2)), [-.5, .5, -.5, .5])
   with pytest.raises(ValueError, match=r"shape \[B\]"):
     adv_lib.group_normalize(np.zeros((2, 4)), 4)
 

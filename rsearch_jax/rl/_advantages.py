@@ -35,6 +35,8 @@ its KL is a loss term (see _losses.kl_penalty), not part of the reward.
 
 from __future__ import annotations
 
+import operator
+
 import jax
 import jax.numpy as jnp
 
@@ -46,8 +48,13 @@ def _grouped(rewards: jax.Array, group_size: int) -> jax.Array:
   rewards = jnp.asarray(rewards, jnp.float32)
   if rewards.ndim != 1:
     raise ValueError(f"rewards: expected shape [B], got {rewards.shape}")
-  if not isinstance(group_size, int) or group_size < 1:
+  try:
+    g = operator.index(group_size)
+  except TypeError:
+    g = 0
+  if g < 1:
     raise ValueError(f"group_size={group_size!r}: expected a positive int")
+  group_size = g
   if rewards.shape[0] % group_size:
     raise ValueError(
         f"rewards: B={rewards.shape[0]} rollouts do not split into groups of "
