@@ -16,6 +16,7 @@ import time
 import pytest
 import Stemmer
 
+from rsearch_jax import rewards
 from rsearch_jax.data import _qa
 from rsearch_jax.data import synthetic as S
 from rsearch_jax.prompts import METHOD_TAGS
@@ -428,6 +429,7 @@ def test_scripted_trajectories(world, splits, retriever, doc_facts, style,
                                search_all):
   tags = METHOD_TAGS[style]
   other = METHOD_TAGS["r1" if style == "r1pp" else "r1pp"]
+  reward_tags = rewards.R1_TAGS if style == "r1" else rewards.R1PP_TAGS
   corpus_sentences = {s for d in world.corpus() for s in _sentences(d.text)}
   questions = splits["train"][:60] + splits["heldout"][:30]
   for q in questions:
@@ -474,6 +476,14 @@ def test_scripted_trajectories(world, splits, retriever, doc_facts, style,
       assert s in corpus_sentences
     _, pairs, _ = _resolve(q.question, doc_facts)
     assert len(pairs) == len(q.facts)
+    # The project's trace parser (written apart) sees a well-formed, correct
+    # completion with these retrievals.
+    trace = rewards.parse_trace(segments, reward_tags)
+    assert trace.well_formed, (trace.problems, full)
+    assert trace.answer == q.answers[0]
+    assert trace.num_retrievals == len(log) and trace.num_hallucinated_docs == 0
+    assert list(trace.queries) == [query for query, _ in log]
+    assert len(trace.internal) == len(stated)
 
 
 def test_scripted_agent_retries_then_fails_on_useless_search(world, splits):
