@@ -5,7 +5,7 @@ uses a world small enough to memorise in minutes, with invented names so that
 no answer can be guessed:
 
 The world (`make_world(WorldConfig(...))`, deterministic given `seed`)
-  people (default 40), films (20), companies (12), cities (10), each with a
+  people (default 50), films (25), companies (15), cities (10), each with a
   pronounceable syllable-built name; every name word is unique in the world
   (also after stripping common English endings, so a stemmer cannot merge
   two names) and no name word is a word of the templates. People are two
@@ -27,15 +27,17 @@ The world (`make_world(WorldConfig(...))`, deterministic given `seed`)
 The corpus (`World.corpus()`): one `Doc` per entity, titled with its name, one
   fact per sentence, e.g. "Dova Kelmir was born in the city of Sarnu. Dova
   Kelmir was born in the year 1931. Dova Kelmir directed the film Vorantel."
-  (about 10-45 words); a city's document lists who was born there and which
+  (14-45 words; 21-56 tokens of a 1024-piece SentencePiece model trained on
+  the demo's texts); a city's document lists who was born there and which
   companies are headquartered there. BM25 with an entity's name finds its
-  document.
+  document first.
 
 The pretraining text (`World.pretraining_texts()`): only the internal facts,
   each stated `pretrain_repeats` times (default 30) in varied templates, both
   directions where natural ("X was born in Y." / "Y is the birthplace of X."),
-  shuffled and grouped `sentences_per_text` sentences per text. One fact per
-  sentence; a non-internal fact is never stated. About 100 KB by default.
+  shuffled and grouped `sentences_per_text` (8) sentences per text. One fact
+  per sentence; a non-internal fact is never stated. By default 96 of the 192
+  facts are internal: 360 texts, 118 KB, about 29k tokens.
 
 Questions (`Question`, all candidates from `World.questions()`):
   kind "1hop"        one fact: "Where was X born?", "Who directed F?" ...
@@ -58,8 +60,9 @@ Splits (`make_splits(world, seed)`):
                       every entity of a held-out question also occurs in
                       training questions.
   Each split mixes the kinds, and within a kind internal and corpus-only
-  questions differ at most `max_ratio` (default 2) to 1. With the default
-  world: about 380 train, 90 heldout and 90 heldout_entities questions.
+  questions differ at most `max_ratio` (default 2) to 1; any prefix of a split
+  has the split's mix. With the default world and seed 0: 259 train, 88
+  heldout (24 2-hop) and 99 heldout_entities questions.
   `write_jsonl` / `read_jsonl`: R1-Searcher's eval format (`idx`, `question`,
   `answer`) plus the labels (`kind`, `hops`, `internal`, `facts`, `entities`).
 
@@ -75,6 +78,14 @@ The cold start (`scripted_trajectory(question, world, style, search)`): a
   and `<answer>X</answer>`. `search_all=True` makes it search even what it
   knows; `sft_questions(..., one_hop_only=True)` picks a small 1-hop-only set:
   both are the deliberate imperfections of the demo's cold start.
+
+Main entry points:
+  make_world(WorldConfig(...)) -> World     .corpus(), .pretraining_texts(),
+                                            .questions(), .is_internal(fact)
+  make_splits(world, seed) -> {"train", "heldout", "heldout_entities"}
+  write_jsonl(questions, path), read_jsonl(path)
+  prompt(question, style), scripted_trajectory(question, world, style, search),
+  sft_questions(questions, n, one_hop_only=..., seed=...)
 """
 
 from __future__ import annotations
