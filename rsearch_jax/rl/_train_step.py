@@ -1,0 +1,357 @@
+"""The jitted, sharded update: RL (policy gradient + KL + memorization NLL) and SFT.
+
+Main entry points:
+  OptimConfig, make_optimizer(cfg)       optax AdamW, warmup + cosine, clipping.
+  LossConfig                             the RL objective's knobs.
+  RLBatch, NLLBatch                      what one update consumes.
+  Learner(model, optim, loss, mesh=...)  holds params + optimizer state
+                                         (sharded by the mesh rules) and
+                                         runs `rl_step`, `sft_step`, and
+                                         `logprobs` (teacher-forced scoring).
+
+Every token term (policy loss, KL, entropy, statistics) is masked by the
+sampler's loss mask, so retrieved documents never receive gradient. With
+`micro_batches > 1` the batch is split along rows and gradients are averaged
+over the micro-batches (each micro-batch's loss is its own masked mean, as in
+OpenRLHF); the update is jitted once per shape with parameters and optimizer
+state donated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from rsearch_jax import sharding as sharding_lib
+from rsearch_jax.rl import _losses as losses
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """AdamW with linear warmup then cosine (or constant) decay.
+
+  Attributes:
+    learning_rate: peak learning rate.
+    warmup_steps: linear warmup from 0.
+    total_steps: length of the schedule (cosine decays to `min_lr_ratio`).
+    schedule: "cosine" or "constant" (after warmup).
+    min_lr_ratio: final / peak learning rate for cosine.
+    weight_decay, b1, b2, eps: AdamW.
+    grad_clip: global-norm clipping (0: off).
+  """
+
+  learning_rate: float = 1e-6
+  warmup_steps: int = 0
+  total_steps: int = 1000
+  schedule: str = "cosine"
+  min_lr_ratio: float = 0.1
+  weight_decay: float = 0.0
+  b1: float = 0.9
+  b2: float = 0.95
+  eps: float = 1e-8
+  grad_clip: float = 1.0
+
+
+def make_schedule(cfg: OptimConfig) -> optax.Schedule:
+  if cfg.schedule == "constant":
+    after = optax.constant_schedule(cfg.learning_rate)
+  elif cfg.schedule == "cosine":
+    after = optax.cosine_decay_schedule(
+        cfg.learning_rate, max(cfg.total_steps - cfg.warmup_steps, 1),
+        alpha=cfg.min_lr_ratio)
+  else:
+    raise ValueError(f"optim.schedule={cfg.schedule!r}: expected 'cosine' or 'constant'")
+  if cfg.warmup_steps <= 0:
+    return after
+  warmup = optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps)
+  return optax.join_schedules([warmup, after], [cfg.warmup_steps])
+
+
+def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
+  parts = []
+  if cfg.grad_clip > 0:
+    parts.append(optax.clip_by_global_norm(cfg.grad_clip))
+  parts.append(optax.adamw(make_schedule(cfg), b1=cfg.b1, b2=cfg.b2,
+                           eps=cfg.eps, weight_decay=cfg.weight_decay))
+  return optax.chain(*parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  """The RL objective.
+
+  Attributes:
+    clip_eps / clip_eps_high: PPO ratio clipping [1 - eps, 1 + eps_high].
+    kl_coef: weight of the KL to the reference policy (0: no reference pass).
+    kl_kind: "k1_reward" (folded into the per-token reward before the
+      advantages; REINFORCE++), "k3" or "k2" (a loss term).
+    entropy_coef: bonus on the policy's entropy over sampled tokens.
+    aggregation: how token terms are averaged (see losses.policy_loss).
+    temperature: the sampling temperature (log-probs are taken at it, so the
+      ratio against the sampler's log-probs is 1 on the first update).
+    mem_coef: weight mu of the memorization NLL (R1-Searcher++).
+    mask_documents: False only for the ablation that trains on retrieved
+      tokens too (loss mask = every non-prompt, non-padding token).
+  """
+
+  clip_eps: float = 0.2
+  clip_eps_high: float | None = None
+  kl_coef: float = 0.0
+  kl_kind: str = "k3"
+  entropy_coef: float = 0.0
+  aggregation: str = "token_mean"
+  temperature: float = 1.0
+  mem_coef: float = 0.0
+  mask_documents: bool = True
+
+  def __post_init__(self):
+    if self.kl_kind not in ("k1_reward", "k2", "k3"):
+      raise ValueError(f"loss.kl_kind={self.kl_kind!r}: expected k1_reward, k2 or k3")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class RLBatch:
+  """One RL update's rollouts. B rows, T slots (the sampler's layout).
+
+  Attributes:
+    tokens: [B, T] int32.
+    positions: [B, T] int32, -1 on padding.
+    loss_mask: [B, T] int32, 1 on the policy's sampled tokens.
+    old_logprobs: [B, T] float32, the sampler's log-probs (0 off the mask).
+    ref_logprobs: [B, T] float32, the reference policy's (0 when unused).
+    advantages: [B, T] float32 per-token advantages.
+  """
+
+  tokens: jax.Array
+  positions: jax.Array
+  loss_mask: jax.Array
+  old_logprobs: jax.Array
+  ref_logprobs: jax.Array
+  advantages: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class NLLBatch:
+  """Teacher-forced sequences for a next-token loss (SFT, memorization).
+
+  Attributes:
+    tokens: [B, T] int32.
+    positions: [B, T] int32, -1 on padding.
+    loss_mask: [B, T] int32, 1 on the target tokens (not prompt, documents,
+      padding).
+  """
+
+  tokens: jax.Array
+  positions: jax.Array
+  loss_mask: jax.Array
+
+
+def _forward_logits(model, tokens, positions):
+  logits, _ = model(tokens, positions)
+  return logits
+
+
+def rl_loss(model, batch: RLBatch, cfg: LossConfig,
+            mem: NLLBatch | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The RL objective on one (micro-)batch, and its statistics."""
+  logits = _forward_logits(model, batch.tokens, batch.positions)
+  mask = batch.loss_mask
+  logp = losses.token_logprobs_from_logits(logits, batch.tokens, cfg.temperature)
+  loss, stats = losses.policy_loss(
+      logp, batch.old_logprobs, batch.advantages, mask,
+      clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high,
+      aggregation=cfg.aggregation)
+  stats = dict(stats)
+  stats["pg_loss"] = loss
+  if cfg.kl_coef > 0:
+    kl = losses.kl_penalty(logp, batch.ref_logprobs, mask,
+                           kind="k1" if cfg.kl_kind == "k1_reward" else cfg.kl_kind)
+    stats["kl"] = losses.masked_mean(kl, mask)
+    if cfg.kl_kind != "k1_reward":
+      loss = loss + cfg.kl_coef * stats["kl"]
+  entropy = losses.entropy_from_logits(logits / cfg.temperature, mask)
+  stats["entropy"] = losses.masked_mean(entropy, mask)
+  if cfg.entropy_coef:
+    loss = loss - cfg.entropy_coef * stats["entropy"]
+  if mem is not None and cfg.mem_coef > 0:
+    mem_logits = _forward_logits(model, mem.tokens, mem.positions)
+    stats["mem_nll"] = losses.masked_nll(mem_logits, mem.tokens, mem.loss_mask)
+    loss = loss + cfg.mem_coef * stats["mem_nll"]
+  stats["loss"] = loss
+  return loss, stats
+
+
+def nll_loss(model, batch: NLLBatch) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Next-token NLL over the masked targets (SFT cold start, pretraining)."""
+  logits = _forward_logits(model, batch.tokens, batch.positions)
+  loss = losses.masked_nll(logits, batch.tokens, batch.loss_mask)
+  return loss, {"loss": loss, "tokens": batch.loss_mask.sum()}
+
+
+def _split_micro(tree, n: int):
+  """[B, ...] leaves -> [n, B / n, ...]."""
+  def split(x):
+    if x.shape[0] % n:
+      raise ValueError(f"batch of {x.shape[0]} rows does not split into "
+                       f"{n} micro-batches")
+    return x.reshape((n, x.shape[0] // n) + x.shape[1:])
+  return jax.tree.map(split, tree)
+
+
+class Learner:
+  """Parameters and optimizer state of the policy, and the jitted updates.
+
+  Args:
+    model: the policy (a Decoder; sharded already when `mesh` is given).
+    optim: optimizer settings.
+    loss: RL objective settings.
+    micro_batches: gradient accumulation steps per update.
+    mesh, rules: shard parameters, optimizer state and batches.
+  """
+
+  def __init__(self, model, optim: OptimConfig, loss: LossConfig, *,
+               micro_batches: int = 1, mesh=None,
+               rules=sharding_lib.DEFAULT_RULES):
+    self.graphdef, params = nnx.split(model)
+    self.optim_cfg, self.loss_cfg = optim, loss
+    self.micro_batches = micro_batches
+    self.mesh, self.rules = mesh, rules
+    self.tx = make_optimizer(optim)
+    if mesh is not None:
+      self.param_shardings = sharding_lib.state_shardings(params, mesh, rules)
+      params = jax.device_put(params, self.param_shardings)
+      batch_axes = tuple(a for a in rules["batch"]
+                         if a in mesh.shape and mesh.shape[a] > 1)
+      self.batch_sharding = NamedSharding(mesh, PartitionSpec(batch_axes or None))
+      opt_shapes = jax.eval_shape(self.tx.init, params)
+      self.opt_shardings = _opt_shardings(opt_shapes, self.param_shardings, mesh)
+      self.opt_state = jax.jit(self.tx.init, out_shardings=self.opt_shardings)(params)
+    else:
+      self.param_shardings = self.opt_shardings = self.batch_sharding = None
+      self.opt_state = self.tx.init(params)
+    self.params = params
+    self.step = 0
+    self._rl = self._compile(self._rl_update)
+    self._sft = self._compile(self._sft_update)
+    self._logp = jax.jit(self._logprobs, static_argnames=("temperature",))
+
+  # -- public ---------------------------------------------------------------
+
+  @property
+  def model(self):
+    """The policy with the current parameters (shares their buffers)."""
+    return nnx.merge(self.graphdef, self.params)
+
+  def rl_step(self, batch: RLBatch, mem: NLLBatch | None = None) -> dict[str, float]:
+    with self._ctx():
+      self.params, self.opt_state, stats = self._rl(
+          self.params, self.opt_state, self._put(batch), self._put(mem))
+    self.step += 1
+    return {k: float(v) for k, v in stats.items()}
+
+  def sft_step(self, batch: NLLBatch) -> dict[str, float]:
+    with self._ctx():
+      self.params, self.opt_state, stats = self._sft(
+          self.params, self.opt_state, self._put(batch), None)
+    self.step += 1
+    return {k: float(v) for k, v in stats.items()}
+
+  def logprobs(self, tokens, positions, temperature: float = 1.0,
+               params=None) -> jax.Array:
+    """[B, T] log-probs of each token given those before it (0 at slot 0)."""
+    with self._ctx():
+      return self._logp(self.params if params is None else params,
+                        self._put(jnp.asarray(tokens)),
+                        self._put(jnp.asarray(positions)), temperature=temperature)
+
+  def learning_rate(self) -> float:
+    return float(make_schedule(self.optim_cfg)(self.step))
+
+  # -- internals -------------------------------------------------------------
+
+  def _ctx(self):
+    return (sharding_lib.use_mesh(self.mesh, self.rules)
+            if self.mesh is not None else contextlib.nullcontext())
+
+  def _put(self, tree):
+    if tree is None or self.batch_sharding is None:
+      return tree
+    return jax.device_put(tree, self.batch_sharding)
+
+  def _compile(self, fn):
+    kw = {}
+    if self.mesh is not None:
+      kw = dict(out_shardings=(self.param_shardings, self.opt_shardings, None))
+    return jax.jit(fn, donate_argnums=(0, 1), **kw)
+
+  def _logprobs(self, params, tokens, positions, temperature):
+    model = nnx.merge(self.graphdef, params)
+    logits = _forward_logits(model, tokens, positions)
+    return losses.token_logprobs_from_logits(logits, tokens, temperature)
+
+  def _accumulate(self, loss_fn, params, batch, extra):
+    """Mean gradient and statistics over micro-batches (lax.scan)."""
+    def grads_of(p, b, e):
+      def f(p_):
+        return loss_fn(nnx.merge(self.graphdef, p_), b, e)
+      (_, stats), g = jax.value_and_grad(f, has_aux=True)(p)
+      return g, stats
+
+    n = self.micro_batches
+    if n == 1:
+      return grads_of(params, batch, extra)
+    micro = _split_micro((batch, extra), n)
+
+    def body(acc, mb):
+      g, stats = grads_of(params, *mb)
+      acc = jax.tree.map(lambda a, x: a + x / n, acc, g)
+      return acc, stats
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grads, stats = jax.lax.scan(body, zeros, micro)
+    return grads, jax.tree.map(lambda s: jnp.mean(s, axis=0), stats)
+
+  def _apply(self, params, opt_state, grads, stats):
+    updates, opt_state = self.tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    stats = dict(stats)
+    stats["grad_norm"] = optax.global_norm(grads)
+    return params, opt_state, stats
+
+  def _rl_update(self, params, opt_state, batch, mem):
+    loss_fn = lambda m, b, e: rl_loss(m, b, self.loss_cfg, e)
+    grads, stats = self._accumulate(loss_fn, params, batch, mem)
+    return self._apply(params, opt_state, grads, stats)
+
+  def _sft_update(self, params, opt_state, batch, _):
+    loss_fn = lambda m, b, e: nll_loss(m, b)
+    grads, stats = self._accumulate(loss_fn, params, batch, None)
+    return self._apply(params, opt_state, grads, stats)
+
+
+def _opt_shardings(opt_shapes: Any, param_shardings: Any, mesh):
+  """Optimizer-state shardings: moments like their parameters, scalars
+  (step counts) replicated."""
+  flat_params = {
+      tuple(path): s for path, s in
+      jax.tree_util.tree_flatten_with_path(param_shardings)[0]}
+  replicated = NamedSharding(mesh, PartitionSpec())
+
+  def one(path, leaf):
+    # An optimizer-state leaf's path ends with the parameter's path.
+    for n in range(len(path), 0, -1):
+      s = flat_params.get(tuple(path[-n:]))
+      if s is not None and len(s.spec) <= leaf.ndim:
+        return s
+    return replicated
+
+  return jax.tree_util.tree_map_with_path(one, opt_shapes)
