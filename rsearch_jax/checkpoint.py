@@ -205,7 +205,9 @@ class Checkpointer:
       params: pytree of arrays (e.g. an `nnx.State`), possibly sharded.
       opt_state: the optimizer state pytree.
       ref_params: the frozen reference policy, or None to store none.
-      meta: JSON-able dict (checked here, before anything is written).
+      meta: JSON-able dict (checked here, before anything is written); it
+        comes back as JSON gives it (tuples as lists, non-string keys as
+        strings).
       force: save even if `step` is off the `save_interval_steps` grid.
     """
     try:
