@@ -52,9 +52,10 @@ def _unpermute(w: np.ndarray, heads: int) -> np.ndarray:
           .reshape(w.shape))
 
 
-def _value(field) -> Any:
-  value = field.contents()
-  return value
+def _decimal(x) -> float:
+  """A float32 metadata value as the shortest decimal that rounds to it
+  (1e-5, not 9.99999974e-06): what the original config.json said."""
+  return float(str(np.float32(x)))
 
 
 def read_gguf(path: os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -74,7 +75,7 @@ def read_gguf(path: os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]
     reader = gguf.GGUFReader(str(path), "r")
   except Exception as e:  # gguf raises ValueError / struct errors on junk
     raise ValueError(f"{path}: not a readable GGUF file ({e})") from None
-  meta = {k: _value(f) for k, f in reader.fields.items()
+  meta = {k: f.contents() for k, f in reader.fields.items()
           if not k.startswith("tokenizer.ggml.")}
   arch = meta.get("general.architecture")
   if arch not in SUPPORTED_ARCHS:
@@ -124,15 +125,17 @@ def read_gguf(path: os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]
       num_attention_heads=num_heads,
       num_key_value_heads=num_kv,
       head_dim=int(meta.get(f"{arch}.attention.key_length", hidden // num_heads)),
-      rope_theta=float(meta.get(f"{arch}.rope.freq_base", 10000.0)),
-      rms_norm_eps=float(need("attention.layer_norm_rms_epsilon")),
+      rope_theta=_decimal(meta.get(f"{arch}.rope.freq_base", 10000.0)),
+      rms_norm_eps=_decimal(need("attention.layer_norm_rms_epsilon")),
       max_position_embeddings=int(meta.get(f"{arch}.context_length", 2048)),
       tie_word_embeddings="lm_head.weight" not in tensors,
   )
+  if arch == "llama":  # qwen2 always has q/k/v biases; llama only sometimes
+    hf["attention_bias"] = "model.layers.0.self_attn.q_proj.bias" in tensors
   scaling = meta.get(f"{arch}.rope.scaling.type")
   if scaling not in (None, "none"):
     if scaling != "linear":
       raise ValueError(f"{path}: rope scaling {scaling!r} is not supported")
     hf["rope_scaling"] = {"rope_type": "linear",
-                          "factor": float(need("rope.scaling.factor"))}
+                          "factor": _decimal(need("rope.scaling.factor"))}
   return hf, tensors
