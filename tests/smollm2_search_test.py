@@ -18,7 +18,7 @@ def test_sample_launcher_runs_8_questions(shared_data, smollm2_gguf):
   eval_file = shared_data / "r1_searcher" / "eval_set" / "bamboogle.jsonl"
   cmd = [sys.executable, str(ROOT / "launch" / "sample.py"),
          "--config=" + str(ROOT / "configs" / "r1.py") + ":smollm2",
-         f"--config.data.eval_file={eval_file}",
+         f"--config.eval.file={eval_file}", "--config.eval.num_questions=8",
          "--config.sampling.max_new_tokens=96", "--config.sampling.max_len=900"]
   run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
   assert run.returncode == 0, run.stderr[-3000:]

@@ -11,6 +11,7 @@
                                   sampler output -> update batches
   rewrite_rule_based, PolicyRewriter, memorization_examples
                                   R1-Searcher++ memorization
+  Stage, RLSettings, Trainer      the curriculum (pretrain / SFT / RL stages)
 """
 
 from rsearch_jax.rl._advantages import (ADVANTAGE_METHODS, compute_advantages,
@@ -21,6 +22,7 @@ from rsearch_jax.rl._losses import (AGGREGATIONS, KL_KINDS,
                                     entropy_from_logits, kl_penalty,
                                     masked_mean, masked_nll, policy_loss,
                                     token_logprobs_from_logits)
+from rsearch_jax.rl._curriculum import RLSettings, Stage, Trainer
 from rsearch_jax.rl._memorization import (PolicyRewriter,
                                           memorization_examples,
                                           rewrite_rule_based)
@@ -39,5 +41,5 @@ __all__ = [
     "PolicyRewriter", "memorization_examples", "rewrite_rule_based",
     "nll_batch", "rl_batch", "token_advantages", "training_mask",
     "Learner", "LossConfig", "NLLBatch", "OptimConfig", "RLBatch",
-    "make_optimizer", "nll_loss", "rl_loss",
+    "make_optimizer", "nll_loss", "rl_loss", "RLSettings", "Stage", "Trainer",
 ]

@@ -1,0 +1,93 @@
+"""Every config field, with its default; `configs/*.py` start from `base()`.
+
+The config reference (README "Config reference" mirrors this):
+
+  method              "r1" (R1-Searcher tags) | "r1pp" (R1-Searcher++ tags)
+  seed                seed of the run (data order, sampling, initialisation)
+  workdir             checkpoints, metrics.jsonl, TensorBoard, plots
+  curriculum          stage names in order, comma-separated ("pretrain,sft,rl")
+  stages.NAME.kind    "pretrain" | "sft" | "rl"
+  stages.NAME.steps / batch_size / learning_rate / warmup_steps
+  stages.NAME.data    dataset key ("pretrain", "sft", "train", "stage_1", ...)
+  stages.NAME.rewards comma-separated reward names (rsearch_jax.rewards)
+  model.path          "asset:NAME", .gguf file or HF dir (real models);
+                      "scratch" for the demo's tiny model
+  model.vocab_size / hidden_size / intermediate_size / num_layers /
+    num_heads / num_kv_heads   the scratch model (demo)
+  model.dtype / param_dtype / remat / chat ("chatml" | "none")
+  model.add_tags      tags as new single tokens (True) or as plain text
+  mesh.data / fsdp / tensor / distributed
+  retriever.kind / corpus / url / protocol
+  sampling.max_prompt_len / max_len / max_new_tokens / temperature / top_k /
+    top_p / max_searches / doc_block_len / top_k_docs / doc_tokens
+  rl.group_size       rollouts per prompt
+  rl.advantage        "reinforce_pp" | "group_norm" | "grpo"
+  rl.whiten           normalise advantages over the batch's sampled tokens
+  rl.micro_batches    gradient accumulation
+  rl.memorization     "none" | "rule" | "policy" (R1-Searcher++ rewriter)
+  rl.loss.*           clip_eps, clip_eps_high, kl_coef, kl_kind ("k1_reward" |
+                      "k2" | "k3"), entropy_coef, aggregation, mem_coef (mu),
+                      mask_documents (False only for the ablation)
+  data.source         "synthetic" | "r1_searcher"
+  data.dir            R1-Searcher data folder (r1_searcher)
+  data.seq_len        sequence length of pretrain / sft batches
+  data.sft_examples / sft_one_hop_only / sft_search_all   the cold start
+  world.*             the synthetic world (rsearch_jax.data.synthetic.WorldConfig)
+  eval.num_questions / batch_size / file (a QA JSONL; real-model runs)
+  log.checkpoint_every / trace_every / tensorboard
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def stage(kind: str, steps: int, data: str, batch_size: int, *,
+          rewards: str = "", learning_rate: float = 1e-6,
+          warmup_steps: int = 0) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      kind=kind, steps=steps, data=data, batch_size=batch_size,
+      rewards=rewards, learning_rate=learning_rate, warmup_steps=warmup_steps))
+
+
+def base(method: str) -> ml_collections.ConfigDict:
+  """All fields at their defaults (a real-model run; presets override)."""
+  c = ml_collections.ConfigDict()
+  c.method = method
+  c.seed = 0
+  c.workdir = f"runs/{method}"
+  c.curriculum = ""
+  c.stages = ml_collections.ConfigDict()
+  c.model = ml_collections.ConfigDict(dict(
+      path="asset:smollm2-135m-instruct", vocab_size=1024, hidden_size=256,
+      intermediate_size=512, num_layers=4, num_heads=4, num_kv_heads=2,
+      dtype="float32", param_dtype="float32", remat=False, chat="chatml",
+      add_tags=True))
+  c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1,
+                                          distributed=False))
+  c.retriever = ml_collections.ConfigDict(dict(
+      kind="bm25", corpus="asset:wiki-vital-en", url="", protocol="r1searcher"))
+  c.sampling = ml_collections.ConfigDict(dict(
+      max_prompt_len=384, max_len=1024, max_new_tokens=256, temperature=1.0,
+      top_k=0, top_p=1.0, max_searches=8, doc_block_len=200, top_k_docs=3,
+      doc_tokens=60))
+  c.rl = ml_collections.ConfigDict(dict(
+      group_size=8, advantage="reinforce_pp", whiten=False, micro_batches=1,
+      memorization="none"))
+  c.rl.loss = ml_collections.ConfigDict(dict(
+      clip_eps=0.2, clip_eps_high=0.2, kl_coef=0.0, kl_kind="k3",
+      entropy_coef=0.0, aggregation="token_mean", mem_coef=0.0,
+      mask_documents=True))
+  c.data = ml_collections.ConfigDict(dict(
+      source="r1_searcher", dir="../shared/data/r1_searcher", seq_len=256,
+      sft_examples=64, sft_one_hop_only=True, sft_search_all=True))
+  c.world = ml_collections.ConfigDict(dict(
+      seed=0, num_people=50, num_films=25, num_companies=15, num_cities=10,
+      married_fraction=0.5, internal_fraction=0.5, pretrain_repeats=30,
+      sentences_per_text=8))
+  c.eval = ml_collections.ConfigDict(dict(
+      num_questions=64, batch_size=16,
+      file="../shared/data/r1_searcher/eval_set/bamboogle.jsonl"))
+  c.log = ml_collections.ConfigDict(dict(checkpoint_every=25, trace_every=10,
+                                         tensorboard=True))
+  return c

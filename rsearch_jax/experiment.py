@@ -1,0 +1,219 @@
+"""A training run assembled from its config: the one place that reads it.
+
+Main entry points:
+  validate(cfg)            consistency checks, before any work starts.
+  build_trainer(cfg)       -> Trainer for the config's data source:
+                           "synthetic" (the demo world: tokenizer, tiny model,
+                           corpus, pretraining text, SFT trajectories, RL
+                           questions, held-out evaluation) or "r1_searcher"
+                           (real model, R1-Searcher's training questions).
+
+`launch/train.py` calls `build_trainer(cfg).run()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any
+
+from flax import nnx
+
+from rsearch_jax import builders, eval as eval_lib, models, prompts
+from rsearch_jax import rewards as rewards_lib
+from rsearch_jax import sharding
+from rsearch_jax.rl import LossConfig, RLSettings, Stage, Trainer
+
+REWARD_TAGS = {"r1": "R1_TAGS", "r1pp": "R1PP_TAGS"}
+
+
+def validate(cfg) -> None:
+  """Raises ValueError naming the field for an inconsistent config."""
+  problems = []
+  if cfg.method not in prompts.METHOD_TAGS:
+    problems.append(f"method={cfg.method!r} is not one of {sorted(prompts.METHOD_TAGS)}")
+  s = cfg.sampling
+  if s.max_len <= s.max_prompt_len:
+    problems.append(f"sampling.max_len={s.max_len} must exceed "
+                    f"sampling.max_prompt_len={s.max_prompt_len}")
+  if cfg.rl.loss.mem_coef > 0 and cfg.rl.memorization == "none":
+    problems.append("rl.loss.mem_coef > 0 needs rl.memorization='rule' or 'policy'")
+  if cfg.rl.loss.kl_kind == "k1_reward" and cfg.rl.advantage != "reinforce_pp":
+    problems.append("rl.loss.kl_kind='k1_reward' folds KL into the reward, "
+                    "which only rl.advantage='reinforce_pp' does")
+  names = [n.strip() for n in cfg.curriculum.split(",") if n.strip()]
+  for n in names:
+    if n not in cfg.stages:
+      problems.append(f"curriculum names stage {n!r}, not in stages "
+                      f"({', '.join(cfg.stages.keys())})")
+  for n, st in cfg.stages.items():
+    if st.kind == "rl" and (st.batch_size * cfg.rl.group_size) % max(
+        cfg.rl.micro_batches, 1):
+      problems.append(f"stages.{n}: batch_size*rl.group_size="
+                      f"{st.batch_size * cfg.rl.group_size} rollouts do not split "
+                      f"into rl.micro_batches={cfg.rl.micro_batches}")
+  if problems:
+    raise ValueError("config: " + "; ".join(problems))
+
+
+def stages_from(cfg) -> list[Stage]:
+  out = []
+  for n in [n.strip() for n in cfg.curriculum.split(",") if n.strip()]:
+    st = cfg.stages[n]
+    out.append(Stage(name=n, kind=st.kind, steps=st.steps, data=st.data,
+                     batch_size=st.batch_size,
+                     rewards=tuple(r.strip() for r in st.rewards.split(",") if r.strip()),
+                     learning_rate=st.learning_rate, warmup_steps=st.warmup_steps))
+  return out
+
+
+def rl_settings(cfg) -> RLSettings:
+  loss = LossConfig(**{f.name: cfg.rl.loss[f.name]
+                       for f in dataclasses.fields(LossConfig)
+                       if f.name in cfg.rl.loss})
+  loss = dataclasses.replace(loss, temperature=cfg.sampling.temperature or 1.0)
+  return RLSettings(group_size=cfg.rl.group_size, advantage=cfg.rl.advantage,
+                    whiten=cfg.rl.whiten, loss=loss,
+                    micro_batches=cfg.rl.micro_batches,
+                    memorization=cfg.rl.memorization)
+
+
+def build_trainer(cfg) -> Trainer:
+  validate(cfg)
+  sharding.maybe_initialize_distributed(cfg.mesh.distributed)
+  mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+  if cfg.data.source == "synthetic":
+    parts = _synthetic(cfg, mesh)
+  elif cfg.data.source == "r1_searcher":
+    parts = _r1_searcher(cfg, mesh)
+  else:
+    raise ValueError(f"data.source={cfg.data.source!r}: expected 'synthetic' "
+                     "or 'r1_searcher'")
+  model, tok, retriever, datasets, prompt_fn, eval_sets = parts
+  reward_tags = getattr(rewards_lib, REWARD_TAGS[cfg.method])
+  method_tags = prompts.METHOD_TAGS[cfg.method]
+
+  def make_sampler(m, temperature=None):
+    fields = dict(cfg.sampling)
+    if temperature is not None:
+      fields["temperature"] = temperature
+    return builders.build_sampler(m, tok, fields, retriever=retriever,
+                                  method=cfg.method, mesh=mesh)
+
+  def eval_fn(trainer, after):
+    sampler = make_sampler(trainer.current_model(), temperature=0.0)
+    metrics, _ = eval_lib.evaluate(sampler, tok, eval_sets, prompt_fn,
+                                   reward_tags, batch_size=cfg.eval.batch_size)
+    return metrics
+
+  return Trainer(
+      model=model, tokenizer=tok, make_sampler=make_sampler, tags=method_tags,
+      reward_tags=reward_tags, stages=stages_from(cfg), datasets=datasets,
+      prompt_fn=prompt_fn, rl=rl_settings(cfg), workdir=cfg.workdir,
+      eval_fn=eval_fn if cfg.eval.num_questions > 0 else None,
+      seq_len=cfg.data.seq_len, seed=cfg.seed, mesh=mesh,
+      checkpoint_every=cfg.log.checkpoint_every, trace_every=cfg.log.trace_every,
+      tensorboard=cfg.log.tensorboard)
+
+
+def _synthetic(cfg, mesh):
+  """The demo world: everything is generated, trained and held out here."""
+  from rsearch_jax import retrieval, tokenizer as tok_lib
+  from rsearch_jax.data import synthetic
+  from rsearch_jax.sampling import RetrievalHandoff, DocumentFormat
+
+  world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
+  splits = synthetic.make_splits(world, seed=cfg.seed)
+  corpus = world.corpus()
+  retriever = retrieval.BM25Retriever(corpus)
+  pretrain = world.pretraining_texts()
+  style = cfg.method
+  prompt_fn = lambda q: synthetic.prompt(q, style)
+  workdir = pathlib.Path(cfg.workdir)
+  tok_texts = pretrain + [d.contents() for d in corpus] + [
+      prompt_fn(q.question) for q in splits["train"]]
+  tok = tok_lib.SentencePieceTokenizer.train(tok_texts, cfg.model.vocab_size,
+                                             workdir / "tokenizer")
+  mcfg = models.ModelConfig(
+      vocab_size=tok.vocab_size, hidden_size=cfg.model.hidden_size,
+      intermediate_size=cfg.model.intermediate_size,
+      num_layers=cfg.model.num_layers, num_heads=cfg.model.num_heads,
+      num_kv_heads=cfg.model.num_kv_heads, tie_embeddings=True,
+      max_position_embeddings=cfg.sampling.max_len, dtype=cfg.model.dtype,
+      param_dtype=cfg.model.param_dtype, remat=cfg.model.remat)
+  model = sharding.create_sharded(
+      lambda: models.Decoder(mcfg, rngs=nnx.Rngs(cfg.seed)), mesh)
+  tags = prompts.METHOD_TAGS[cfg.method]
+  handoff = RetrievalHandoff(
+      retriever, tok, DocumentFormat(
+          query_begin=tags.query_begin, query_end=tags.query_end,
+          docs_begin=tags.docs_begin, docs_end=tags.docs_end,
+          top_k=cfg.sampling.top_k_docs, doc_tokens=cfg.sampling.doc_tokens,
+          block_len=cfg.sampling.doc_block_len),
+      max_searches=cfg.sampling.max_searches)
+
+  def search(query: str) -> str:
+    docs = retriever.search([query], cfg.sampling.top_k_docs)[0]
+    return tok.decode(handoff.build_block(docs))
+
+  sft = _sft_examples(cfg, world, splits["train"], prompt_fn, search, style)
+  longest = max(len(tok.encode(prompt_fn(q.question)))
+                for q in splits["train"] + splits["heldout"])
+  if longest > cfg.sampling.max_prompt_len:
+    raise ValueError(f"sampling.max_prompt_len={cfg.sampling.max_prompt_len} "
+                     f"is shorter than the longest prompt ({longest} tokens with "
+                     f"this tokenizer of {tok.vocab_size} pieces)")
+  datasets = {"pretrain": pretrain, "sft": sft, "train": splits["train"]}
+  eval_sets = splits["heldout"][:cfg.eval.num_questions]
+  return model, tok, retriever, datasets, prompt_fn, eval_sets
+
+
+def _sft_examples(cfg, world, train, prompt_fn, search, style):
+  """`data.sft_examples` scripted trajectories. A question whose search block
+  (cut to the sampler's document budget) misses the hop's fact is skipped,
+  as a rejection-sampling cold start would drop a failed trajectory."""
+  from rsearch_jax.data import synthetic
+  n = cfg.data.sft_examples
+  pool = [q for q in train if q.kind == "1hop" or not cfg.data.sft_one_hop_only]
+  candidates = synthetic.sft_questions(train, len(pool),
+                                       one_hop_only=cfg.data.sft_one_hop_only,
+                                       seed=cfg.seed)
+  out = []
+  for q in candidates:
+    try:
+      segs = synthetic.scripted_trajectory(q, world, style, search,
+                                           search_all=cfg.data.sft_search_all)
+    except ValueError:
+      continue
+    out.append((prompt_fn(q.question), segs))
+    if len(out) == n:
+      return out
+  raise ValueError(f"data.sft_examples={n}: only {len(out)} scripted "
+                   "trajectories found their facts; raise sampling.doc_tokens "
+                   "or lower data.sft_examples")
+
+
+def _r1_searcher(cfg, mesh):
+  """A real model on R1-Searcher's training questions."""
+  from rsearch_jax.data import _qa
+  path = builders.resolve_path(cfg.model.path, field="model.path")
+  model, tok = builders.load_policy(path, dtype=cfg.model.dtype,
+                                    param_dtype=cfg.model.param_dtype,
+                                    remat=cfg.model.remat,
+                                    add_tags=cfg.model.add_tags, mesh=mesh)
+  retriever = builders.build_retriever(cfg.retriever.kind,
+                                       corpus=cfg.retriever.corpus,
+                                       url=cfg.retriever.url,
+                                       protocol=cfg.retriever.protocol)
+  prompt_fn = lambda q: prompts.render_prompt(q, cfg.method, cfg.model.chat)
+  data_dir = pathlib.Path(cfg.data.dir)
+  datasets = {
+      "stage_1": _qa.read_qa_jsonl(data_dir / "training_set" / "stage_1.jsonl"),
+      "stage_2": _qa.read_qa_jsonl(data_dir / "training_set" / "stage_2.jsonl"),
+  }
+  eval_sets = _qa.read_qa_jsonl(cfg.eval.file)[:cfg.eval.num_questions]
+  return model, tok, retriever, datasets, prompt_fn, eval_sets
+
+
+def config_snapshot(cfg) -> dict[str, Any]:
+  return cfg.to_dict()

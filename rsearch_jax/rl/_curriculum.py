@@ -1,0 +1,381 @@
+"""The curriculum: stages of pretraining, SFT and RL, run one after another.
+
+Main entry points:
+  Stage                       one stage's settings (kind, steps, data, rewards,
+                              learning rate, batch).
+  RLSettings                  group size, advantages, the loss, memorization.
+  Trainer(...).run()          runs every stage, with checkpoints, metrics, a
+                              progress bar, traces, evaluation after each stage
+                              and, at the end, curves (PNG) and a summary table.
+
+One RL step:
+  prompts (G rollouts each) -> Sampler (retrieval in the loop) -> rewards
+  (rewards.score_group per prompt group) -> per-token advantages -> Learner
+  update (policy loss + KL, masked to the policy's tokens; + memorization NLL).
+
+Determinism: the sampler's seed at each step is derived from (seed, global
+step), batches come from seeded iterators whose position is checkpointed, so a
+run resumed from a checkpoint continues exactly as if it had not stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rsearch_jax import checkpoint as ckpt_lib
+from rsearch_jax import metrics as metrics_lib
+from rsearch_jax import rewards as rewards_lib
+from rsearch_jax.data._qa import PromptIterator
+from rsearch_jax.prompts import MethodTags
+from rsearch_jax.rl import _memorization as mem_lib
+from rsearch_jax.rl import _rollouts as rollouts
+from rsearch_jax.rl._train_step import Learner, LossConfig, OptimConfig
+
+STAGE_KINDS = ("pretrain", "sft", "rl")
+# The end-of-run table: overall, then by knowledge source and by hops.
+SUMMARY_COLUMNS = ("em", "f1", "retrievals", "em/internal", "retrievals/internal",
+                   "em/corpus", "retrievals/corpus", "em/1hop", "em/2hop",
+                   "answered", "n")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One stage of the curriculum.
+
+  Attributes:
+    name: unique, shown in logs and plots ("sft", "rl_stage1", ...).
+    kind: "pretrain" (next-token loss on texts), "sft" (loss on the policy's
+      tokens of scripted trajectories) or "rl".
+    steps: updates in this stage.
+    data: key of the dataset this stage draws from (Trainer.datasets).
+    batch_size: sequences per update (pretrain / sft) or prompts per update
+      (rl; each sampled group_size times).
+    rewards: reward names (rsearch_jax.rewards registry), rl only.
+    learning_rate, warmup_steps: the stage's optimizer (a new AdamW each
+      stage, as the papers train their stages as separate runs).
+  """
+
+  name: str
+  kind: str
+  steps: int
+  data: str
+  batch_size: int
+  rewards: tuple[str, ...] = ()
+  learning_rate: float = 1e-6
+  warmup_steps: int = 0
+
+  def __post_init__(self):
+    if self.kind not in STAGE_KINDS:
+      raise ValueError(f"stage {self.name!r}: kind={self.kind!r}, expected one "
+                       f"of {STAGE_KINDS}")
+    if self.kind == "rl" and not self.rewards:
+      raise ValueError(f"stage {self.name!r}: an rl stage needs rewards")
+
+
+@dataclasses.dataclass(frozen=True)
+class RLSettings:
+  """Settings shared by the RL stages.
+
+  Attributes:
+    group_size: rollouts per prompt.
+    advantage: "reinforce_pp", "group_norm" or "grpo".
+    whiten: normalise advantages over the batch's sampled tokens.
+    loss: the objective (clipping, KL, entropy, mu, the document mask).
+    micro_batches: gradient accumulation per update.
+    memorization: "none", "rule" (rewrite_rule_based) or "policy".
+  """
+
+  group_size: int = 4
+  advantage: str = "reinforce_pp"
+  whiten: bool = False
+  loss: LossConfig = LossConfig()
+  micro_batches: int = 1
+  memorization: str = "none"
+
+
+@dataclasses.dataclass
+class Trainer:
+  """Runs a curriculum.
+
+  Attributes:
+    model: the policy (sharded when `mesh` is set).
+    tokenizer: its tokenizer.
+    make_sampler: model -> Sampler (retrieval in the loop).
+    tags: the method's query / document tags.
+    answer_tags: ("<answer>", "</answer>") by default.
+    reward_tags: the rewards module's TagSet for the method.
+    stages: the curriculum.
+    datasets: name -> list of items: for "pretrain" stages strings; for "sft"
+      (prompt, segments) pairs; for "rl" objects with `.question` and
+      `.answers`.
+    prompt_fn: question text -> prompt text.
+    rl: RL settings.
+    workdir: checkpoints, metrics.jsonl, TensorBoard, traces, plots.
+    eval_fn: optional, (trainer, stage name) -> dict of metrics, run after
+      each stage and before the first.
+    seq_len: sequence length of pretrain / sft batches.
+    seed: the run's seed.
+    mesh: device mesh (None: one device).
+    checkpoint_every: steps between checkpoints (and at each stage's end).
+    trace_every: steps between logged sample traces.
+  """
+
+  model: Any
+  tokenizer: Any
+  make_sampler: Callable[[Any], Any]
+  tags: MethodTags
+  reward_tags: Any
+  stages: Sequence[Stage]
+  datasets: dict[str, Sequence[Any]]
+  prompt_fn: Callable[[str], str]
+  rl: RLSettings
+  workdir: str
+  eval_fn: Callable[["Trainer", str], dict[str, float]] | None = None
+  seq_len: int = 256
+  seed: int = 0
+  mesh: Any = None
+  checkpoint_every: int = 50
+  trace_every: int = 10
+  tensorboard: bool = True
+
+  def __post_init__(self):
+    names = [s.name for s in self.stages]
+    if len(set(names)) != len(names):
+      raise ValueError(f"stage names must be unique: {names}")
+    for s in self.stages:
+      if s.data not in self.datasets:
+        raise ValueError(f"stage {s.name!r}: data={s.data!r} is not one of "
+                         f"{sorted(self.datasets)}")
+      if s.kind == "rl":
+        for r in s.rewards:
+          rewards_lib.get_reward(r)  # unknown names fail before any work
+    self.workdir = pathlib.Path(self.workdir)
+    self.history: list[dict[str, Any]] = []
+    self.eval_rows: list[dict[str, Any]] = []
+    self._learner: Learner | None = None
+    self._ref_params = None
+
+  # -- the run ----------------------------------------------------------------
+
+  def run(self) -> list[dict[str, Any]]:
+    """Runs (or resumes) the curriculum; returns the evaluation rows."""
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    ckpt = ckpt_lib.Checkpointer(self.workdir / "checkpoints")
+    start_stage, start_step, positions = 0, 0, {}
+    resume = ckpt.latest_step()
+    if resume is not None:
+      start_stage, start_step, positions = self._restore(ckpt, resume)
+    writer = metrics_lib.MetricsWriter(self.workdir, tensorboard=self.tensorboard,
+                                       resume_step=resume)
+    global_step = resume or 0
+    if resume is None and self.eval_fn is not None:
+      self._evaluate("start", writer, global_step)
+    for si in range(start_stage, len(self.stages)):
+      stage = self.stages[si]
+      first = start_step if si == start_stage else 0
+      if self._learner is None or first == 0:
+        self._new_stage(stage, keep=(si == start_stage and first > 0))
+      iterator = PromptIterator(self.datasets[stage.data], stage.batch_size,
+                                seed=self.seed + si)
+      if stage.name in positions:
+        iterator.restore(positions[stage.name])
+      bar = metrics_lib.progress(stage.steps, desc=stage.name)
+      bar.update(first)
+      for step in range(first, stage.steps):
+        global_step += 1
+        t0 = time.perf_counter()
+        if stage.kind == "rl":
+          m = self._rl_step(stage, iterator.next(), global_step, writer)
+        else:
+          m = self._nll_step(stage, iterator.next())
+        m["seconds"] = time.perf_counter() - t0
+        m["lr"] = self._learner.learning_rate()
+        writer.write(global_step, m, stage=stage.name)
+        self.history.append(dict(m, step=global_step, stage=stage.name))
+        bar.update(1)
+        bar.set_postfix({k: f"{m[k]:.3g}" for k in ("reward", "loss") if k in m})
+        last = step + 1 == stage.steps
+        if last or global_step % self.checkpoint_every == 0:
+          positions[stage.name] = iterator.state()
+          self._save(ckpt, global_step, si, step + 1, positions)
+      bar.close()
+      if self.eval_fn is not None:
+        self._evaluate(stage.name, writer, global_step)
+    ckpt.close()
+    self._finish(writer)
+    return self.eval_rows
+
+  # -- stages -------------------------------------------------------------------
+
+  def _new_stage(self, stage: Stage, keep: bool = False):
+    """A fresh optimizer for the stage (parameters carry over)."""
+    optim = OptimConfig(learning_rate=stage.learning_rate,
+                        warmup_steps=stage.warmup_steps, total_steps=stage.steps)
+    model = self.model if self._learner is None else self._learner.model
+    loss = self.rl.loss if stage.kind == "rl" else LossConfig()
+    micro = self.rl.micro_batches if stage.kind == "rl" else 1
+    learner = Learner(model, optim, loss, micro_batches=micro, mesh=self.mesh)
+    if keep and self._learner is not None:
+      learner.opt_state, learner.step = self._learner.opt_state, self._learner.step
+    self._learner = learner
+    if stage.kind == "rl" and self.rl.loss.kl_coef > 0 and not keep:
+      self._ref_params = jax.tree.map(jnp.copy, learner.params)
+
+  def _nll_step(self, stage: Stage, items) -> dict[str, float]:
+    if stage.kind == "pretrain":
+      examples = [("", [(text, False)]) for text in items]
+      # A bos-less prompt: the first text token is a target too.
+      examples = [([self.tokenizer.bos_id] if self.tokenizer.bos_id is not None
+                   else [], segs) for _, segs in examples]
+    else:
+      examples = list(items)
+    batch = rollouts.nll_batch(self.tokenizer, examples, self.seq_len,
+                               rows=stage.batch_size)
+    return self._learner.sft_step(batch)
+
+  def _rl_step(self, stage: Stage, items, global_step: int, writer) -> dict[str, float]:
+    g = self.rl.group_size
+    learner = self._learner
+    sampler = self.make_sampler(learner.model)
+    prompts = [self.prompt_fn(it.question) for it in items for _ in range(g)]
+    t0 = time.perf_counter()
+    out = sampler(prompts, seed=int(self.seed * 1_000_003 + global_step))
+    sample_seconds = time.perf_counter() - t0
+    segs = [out.segments(i, self.tokenizer) for i in range(len(prompts))]
+    totals, parts, correct = [], {}, []
+    for j, it in enumerate(items):
+      group = segs[j * g:(j + 1) * g]
+      total, part = rewards_lib.score_group(group, list(it.answers),
+                                            self.reward_tags, stage.rewards)
+      totals += list(total)
+      for k, v in part.items():
+        parts.setdefault(k, []).extend(v)
+      correct += [rewards_lib.is_correct(rewards_lib.parse_trace(s, self.reward_tags),
+                                         list(it.answers)) for s in group]
+    rewards = np.asarray(totals, np.float32)
+    loss_cfg = self.rl.loss
+    mask = rollouts.training_mask(out, loss_cfg.mask_documents)
+    if loss_cfg.mask_documents:
+      old = out.logprobs
+    else:  # the ablation: score every completion token with the policy
+      old = np.asarray(learner.logprobs(out.tokens, out.positions,
+                                        loss_cfg.temperature))
+    ref = None
+    if loss_cfg.kl_coef > 0:
+      ref = np.asarray(learner.logprobs(out.tokens, out.positions,
+                                        loss_cfg.temperature,
+                                        params=self._ref_params))
+    adv = rollouts.token_advantages(
+        rewards, mask, group_size=g, method=self.rl.advantage, logprobs=old,
+        ref_logprobs=ref, kl_coef=loss_cfg.kl_coef,
+        fold_kl=loss_cfg.kl_kind == "k1_reward", whiten=self.rl.whiten)
+    batch = rollouts.rl_batch(out, adv, mask, old, ref)
+    mem, n_mem = None, 0
+    if loss_cfg.mem_coef > 0 and self.rl.memorization != "none":
+      mem_examples = mem_lib.memorization_examples(
+          prompts, segs, correct, out.num_searches, self._rewriter(sampler))
+      n_mem = len(mem_examples)
+      mem = rollouts.nll_batch(
+          self.tokenizer, [(p, [(c, False)]) for p, c in mem_examples],
+          out.tokens.shape[1], rows=len(prompts))
+    stats = learner.rl_step(batch, mem)
+    sampled = out.loss_mask.sum(axis=1)
+    m = dict(stats)
+    m.update(
+        reward=float(rewards.mean()),
+        accuracy=float(np.mean(correct)),
+        retrievals=float(out.num_searches.mean()),
+        response_tokens=float(sampled.mean()),
+        tokens_per_s=float(out.loss_mask.sum() / max(sample_seconds, 1e-9)),
+        memorized=float(n_mem))
+    for k, v in parts.items():
+      m[f"reward_{k}"] = float(np.mean(v))
+    if global_step % self.trace_every == 0:
+      writer.write_text(global_step, "trace",
+                        f"prompt: {items[0].question}\ngold: {list(items[0].answers)}\n"
+                        f"reward: {totals[0]:.3f}\n" + out.texts[0])
+    return m
+
+  def _rewriter(self, sampler):
+    if self.rl.memorization == "rule":
+      return lambda segs: mem_lib.rewrite_rule_based(segs, self.tags)
+    if self.rl.memorization == "policy":
+      from rsearch_jax.sampling import Sampler, SamplingConfig
+      cfg = sampler.config
+      plain = Sampler(sampler.model, sampler.tokenizer, SamplingConfig(
+          max_prompt_len=cfg.max_len - 48, max_len=cfg.max_len,
+          max_new_tokens=48, temperature=0.0))
+      rewriter = mem_lib.PolicyRewriter(lambda texts: plain(texts).texts)
+      return lambda segs: rewriter(segs, self.tags)
+    raise ValueError(f"rl.memorization={self.rl.memorization!r}: expected "
+                     "'none', 'rule' or 'policy'")
+
+  # -- evaluation, checkpoints, the end ------------------------------------------
+
+  def _evaluate(self, after: str, writer, global_step: int):
+    m = self.eval_fn(self, after)
+    writer.write(global_step, {f"eval/{k}": v for k, v in m.items()
+                               if isinstance(v, (int, float))}, stage=after)
+    self.eval_rows.append(dict(m, after=after))
+
+  @property
+  def learner(self) -> Learner:
+    return self._learner
+
+  def current_model(self):
+    return self.model if self._learner is None else self._learner.model
+
+  def _save(self, ckpt, global_step, stage_index, stage_step, positions):
+    meta = dict(stage_index=stage_index, stage_step=stage_step,
+                positions=positions, history=self.history,
+                eval_rows=self.eval_rows, learner_step=self._learner.step)
+    ckpt.save(global_step, params=self._learner.params,
+              opt_state=self._learner.opt_state, ref_params=self._ref_params,
+              meta=meta)
+
+  def _restore(self, ckpt, step):
+    meta = ckpt.read_meta(step)
+    si, stage_step = meta["stage_index"], meta["stage_step"]
+    stage = self.stages[si]
+    if stage_step >= stage.steps:  # saved at a stage's end: start the next
+      si, stage_step = si + 1, 0
+      stage = self.stages[min(si, len(self.stages) - 1)]
+    self._new_stage(stage)
+    ref_like = self._learner.params if (
+        stage.kind == "rl" and self.rl.loss.kl_coef > 0) else None
+    params, opt_state, ref, meta = ckpt.restore(
+        step, params_like=self._learner.params,
+        opt_state_like=self._learner.opt_state, ref_params_like=ref_like)
+    self._learner.params = params
+    if stage_step > 0:
+      self._learner.opt_state = opt_state
+      self._learner.step = meta["learner_step"]
+      self._ref_params = ref
+    elif ref_like is not None:
+      self._ref_params = jax.tree.map(jnp.copy, params)
+    self.history = list(meta["history"])
+    self.eval_rows = list(meta["eval_rows"])
+    return si, stage_step, dict(meta["positions"])
+
+  def _finish(self, writer):
+    writer.close()
+    keys = [k for k in ("reward", "accuracy", "retrievals", "loss", "kl",
+                        "entropy", "response_tokens")
+            if any(k in h for h in self.history)]
+    if self.history:
+      metrics_lib.plot_curves(self.history, self.workdir / "curves.png", keys=keys)
+    if self.eval_rows:
+      cols = ["after"] + [k for k in SUMMARY_COLUMNS if k in self.eval_rows[0]]
+      table = metrics_lib.summary_table(self.eval_rows, cols)
+      (self.workdir / "summary.md").write_text(table + "\n")
+      metrics_lib.save_table_png(self.eval_rows, cols,
+                                 self.workdir / "summary.png", "evaluation")
+      print(table)
+
