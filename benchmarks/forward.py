@@ -125,7 +125,7 @@ def main():
   args = ap.parse_args()
 
   hf, ours, cfg = load_models()
-  gflops_peak, gemv_peak, copy_peak = machine_peaks(args.repeats)
+  gflops_peak, gemv_peak, copy_peak = machine_peaks(max(args.repeats, 10))
   gbs_peak = max(gemv_peak, copy_peak)
   L, H, Dh, D = cfg.num_layers, cfg.num_heads, cfg.head_dim, cfg.hidden_size
   n_params = cfg.num_params()
