@@ -18,7 +18,7 @@ Presets (every field: rsearch_jax/config_defaults.py):
               TPU pod.
 """
 
-from rsearch_jax.config_defaults import base, stage
+from rsearch_jax.config_defaults import base, pod_scale, stage, synthetic_demo
 
 PRESETS = ("demo", "smollm2", "qwen2_5_7b")
 RL_REWARDS = "format_penalty,answer_cem,group_fewest_retrievals"
@@ -33,27 +33,10 @@ def get_config(preset: str = "demo"):
   c.rl.memorization = "rule"
   c.rl.loss.mem_coef = 0.1
   if preset == "demo":
-    c.data.source = "synthetic"
-    c.model.path = "scratch"
-    c.model.update(dict(vocab_size=1024, hidden_size=192, intermediate_size=512,
-                        num_layers=4, num_heads=4, num_kv_heads=2))
-    c.mesh.fsdp = 1
-    c.data.seq_len = 448
-    c.data.sft_examples = 64
-    c.sampling.update(dict(max_prompt_len=80, max_len=560, max_new_tokens=96,
-                           temperature=1.0, max_searches=3, doc_block_len=160,
-                           top_k_docs=2, doc_tokens=64))
-    c.rl.group_size = 4
-    c.rl.loss.kl_coef = 0.0
+    synthetic_demo(c)
     c.curriculum = "pretrain,sft,rl"
-    c.stages.pretrain = stage("pretrain", 600, "pretrain", 16, learning_rate=3e-3,
-                              warmup_steps=30)
-    c.stages.sft = stage("sft", 120, "sft", 8, learning_rate=1e-3, warmup_steps=10)
     c.stages.rl = stage("rl", 60, "train", 8, rewards=RL_REWARDS,
                         learning_rate=2e-5)
-    c.eval.num_questions = 88
-    c.eval.batch_size = 44
-    c.log.checkpoint_every = 20
   else:
     c.data.source = "r1_searcher"
     c.model.add_tags = False
@@ -64,10 +47,5 @@ def get_config(preset: str = "demo"):
                         learning_rate=2e-6)
     c.eval.num_questions = 32
     if preset == "qwen2_5_7b":
-      c.model.path = "/path/to/Qwen2.5-7B-Instruct"
-      c.model.update(dict(dtype="bfloat16", param_dtype="bfloat16", remat=True))
-      c.mesh.update(dict(data=1, fsdp=-1, tensor=1, distributed=True))
-      c.rl.group_size = 16
-      c.rl.micro_batches = 16
-      c.rl.loss.kl_coef = 0.001
+      pod_scale(c)
   return c

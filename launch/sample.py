@@ -10,7 +10,6 @@ with the method's prompt, samples, and prints the traces with the retrieved
 documents marked, then a summary line.
 """
 
-import json
 import pathlib
 import sys
 import time
@@ -21,26 +20,9 @@ from ml_collections import config_flags
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from rsearch_jax import builders, prompts, sharding  # noqa: E402
+from rsearch_jax.data import read_qa_jsonl  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py[:preset]")
-
-
-def read_questions(path: str, n: int) -> list[dict]:
-  rows = []
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
-      if "question" not in row:
-        raise ValueError(f"{path}:{lineno}: no 'question' field")
-      rows.append(row)
-      if len(rows) == n:
-        break
-  return rows
 
 
 def main(argv):
@@ -60,14 +42,14 @@ def main(argv):
                                        protocol=cfg.retriever.protocol)
   sampler = builders.build_sampler(model, tok, cfg.sampling, retriever=retriever,
                                    method=cfg.method, mesh=mesh)
-  rows = read_questions(cfg.eval.file, cfg.eval.num_questions)
-  texts = [prompts.render_prompt(r["question"], cfg.method, cfg.model.chat)
+  rows = read_qa_jsonl(cfg.eval.file)[:cfg.eval.num_questions]
+  texts = [prompts.render_prompt(r.question, cfg.method, cfg.model.chat)
            for r in rows]
   start = time.perf_counter()
   out = sampler(texts, seed=cfg.seed)
   seconds = time.perf_counter() - start
   for i, row in enumerate(rows):
-    print(f"\n=== [{i}] {row['question']}  (gold: {row.get('answer')})")
+    print(f"\n=== [{i}] {row.question}  (gold: {' | '.join(row.answers)})")
     for text, retrieved in out.segments(i, tok):
       print(f"\n[retrieved]\n{text}[/retrieved]\n" if retrieved else text, end="")
     print(f"\n--- stop: {out.stop_reasons[i]}, retrievals: {out.num_searches[i]}")

@@ -91,3 +91,38 @@ def base(method: str) -> ml_collections.ConfigDict:
   c.log = ml_collections.ConfigDict(dict(checkpoint_every=25, trace_every=10,
                                          tensorboard=True))
   return c
+
+
+def synthetic_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The CPU demo's shared settings (both methods): the synthetic world, a
+  tiny scratch model, its pretraining and SFT cold-start stages."""
+  c.data.source = "synthetic"
+  c.model.path = "scratch"
+  c.model.update(dict(vocab_size=1024, hidden_size=192, intermediate_size=512,
+                      num_layers=4, num_heads=4, num_kv_heads=2))
+  c.mesh.fsdp = 1
+  c.data.seq_len = 448
+  c.data.sft_examples = 64
+  c.sampling.update(dict(max_prompt_len=80, max_len=560, max_new_tokens=96,
+                         temperature=1.0, max_searches=3, doc_block_len=160,
+                         top_k_docs=2, doc_tokens=64))
+  c.rl.group_size = 4
+  c.stages.pretrain = stage("pretrain", 600, "pretrain", 16, learning_rate=3e-3,
+                            warmup_steps=30)
+  c.stages.sft = stage("sft", 120, "sft", 8, learning_rate=1e-3, warmup_steps=10)
+  c.eval.num_questions = 88
+  c.eval.batch_size = 44
+  c.log.checkpoint_every = 20
+  return c
+
+
+def pod_scale(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The papers' scale: a local 7B checkpoint, bfloat16, remat, FSDP over a
+  multi-host pod."""
+  c.model.path = "/path/to/Qwen2.5-7B-Instruct"
+  c.model.update(dict(dtype="bfloat16", param_dtype="bfloat16", remat=True))
+  c.mesh.update(dict(data=1, fsdp=-1, tensor=1, distributed=True))
+  c.rl.group_size = 16
+  c.rl.micro_batches = 16
+  c.rl.loss.kl_coef = 0.001
+  return c

@@ -3,6 +3,7 @@
 (BM25), through the launcher, on 8 Bamboogle questions. Quality is not
 asserted: it completes, prints every trace, and accounts for every row."""
 
+import os
 import pathlib
 import re
 import subprocess
@@ -20,7 +21,9 @@ def test_sample_launcher_runs_8_questions(shared_data, smollm2_gguf):
          "--config=" + str(ROOT / "configs" / "r1.py") + ":smollm2",
          f"--config.eval.file={eval_file}", "--config.eval.num_questions=8",
          "--config.sampling.max_new_tokens=96", "--config.sampling.max_len=900"]
-  run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # 1 device
+  run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT,
+                       env=env)
   assert run.returncode == 0, run.stderr[-3000:]
   print(run.stdout)
   out = run.stdout
