@@ -185,6 +185,7 @@ def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--new_tokens", type=int, default=128)
   ap.add_argument("--repeats", type=int, default=2)
+  ap.add_argument("--only", choices=["decode", "handoff"], default=None)
   args = ap.parse_args()
   import torch
   import transformers
@@ -197,6 +198,13 @@ def main():
 
   print(f"jax {jax.__version__} on {jax.devices()[0].platform}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads)\n")
+  if args.only != "handoff":
+    decode_table(model, tok, hf, args)
+  if args.only != "decode":
+    handoff_table(model, tok, args)
+
+
+def decode_table(model, tok, hf, args):
   print("| decode, greedy, %d new tokens | ours tok/s | transformers tok/s | ratio |"
         " same tokens |" % args.new_tokens)
   print("|---|---|---|---|---|")
@@ -206,6 +214,8 @@ def main():
     print(f"| batch {batch} | {ours:.0f} | {theirs:.0f} | {ours / theirs:.2f}x |"
           f" {agree:.0%} |")
 
+
+def handoff_table(model, tok, args):
   r = handoff_benchmark(model, tok, args.new_tokens, args.repeats)
   print(f"\nhand-off, batch 16, {r['searches']} searches, {r['doc_tokens']} "
         f"document tokens; identical tokens in both modes: {r['same']}\n")

@@ -206,11 +206,10 @@ def _r1_searcher(cfg, mesh):
                                        url=cfg.retriever.url,
                                        protocol=cfg.retriever.protocol)
   prompt_fn = lambda q: prompts.render_prompt(q, cfg.method, cfg.model.chat)
-  data_dir = pathlib.Path(cfg.data.dir)
-  datasets = {
-      "stage_1": _qa.read_qa_jsonl(data_dir / "training_set" / "stage_1.jsonl"),
-      "stage_2": _qa.read_qa_jsonl(data_dir / "training_set" / "stage_2.jsonl"),
-  }
+  from rsearch_jax.data import _tasks
+  _tasks.register_qa_tasks(str(cfg.data.dir))  # R1-Searcher's sets as seqio tasks
+  datasets = {"stage_1": _tasks.load_task_examples("r1_stage1"),
+              "stage_2": _tasks.load_task_examples("r1_stage2")}
   eval_sets = _qa.read_qa_jsonl(cfg.eval.file)[:cfg.eval.num_questions]
   return model, tok, retriever, datasets, prompt_fn, eval_sets
 
