@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any
 
 from flax import nnx
 
@@ -120,7 +119,6 @@ def _synthetic(cfg, mesh):
   """The demo world: everything is generated, trained and held out here."""
   from rsearch_jax import retrieval, tokenizer as tok_lib
   from rsearch_jax.data import synthetic
-  from rsearch_jax.sampling import RetrievalHandoff, DocumentFormat
 
   world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
   splits = synthetic.make_splits(world, seed=cfg.seed)
@@ -143,14 +141,9 @@ def _synthetic(cfg, mesh):
       param_dtype=cfg.model.param_dtype, remat=cfg.model.remat)
   model = sharding.create_sharded(
       lambda: models.Decoder(mcfg, rngs=nnx.Rngs(cfg.seed)), mesh)
-  tags = prompts.METHOD_TAGS[cfg.method]
-  handoff = RetrievalHandoff(
-      retriever, tok, DocumentFormat(
-          query_begin=tags.query_begin, query_end=tags.query_end,
-          docs_begin=tags.docs_begin, docs_end=tags.docs_end,
-          top_k=cfg.sampling.top_k_docs, doc_tokens=cfg.sampling.doc_tokens,
-          block_len=cfg.sampling.doc_block_len),
-      max_searches=cfg.sampling.max_searches)
+  # The scripted agent sees exactly the blocks the sampler will splice.
+  handoff = builders.build_sampler(model, tok, cfg.sampling, retriever=retriever,
+                                   method=cfg.method).handoff
 
   def search(query: str) -> str:
     docs = retriever.search([query], cfg.sampling.top_k_docs)[0]
@@ -213,6 +206,3 @@ def _r1_searcher(cfg, mesh):
   eval_sets = _qa.read_qa_jsonl(cfg.eval.file)[:cfg.eval.num_questions]
   return model, tok, retriever, datasets, prompt_fn, eval_sets
 
-
-def config_snapshot(cfg) -> dict[str, Any]:
-  return cfg.to_dict()

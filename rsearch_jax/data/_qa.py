@@ -128,8 +128,14 @@ def read_qa_jsonl(path: PathLike) -> list[QAExample]:
       has a field of the wrong type; the message names `path:line` and the
       field.
   """
+  return [ex for _, ex in iter_qa_rows(path)]
+
+
+def iter_qa_rows(path: os.PathLike | str) -> Iterator[tuple[str, QAExample]]:
+  """("path:line", QAExample) for each non-blank line of a QA JSONL file;
+  errors name path:line (and the field)."""
   path = os.fspath(path)
-  examples: list[QAExample] = []
+  n = 0
   # utf-8-sig: a BOM written by some editors would otherwise break line 1.
   with open(path, encoding="utf-8-sig") as f:
     for lineno, line in enumerate(f, 1):
@@ -140,8 +146,8 @@ def read_qa_jsonl(path: PathLike) -> list[QAExample]:
         row = json.loads(line)
       except json.JSONDecodeError as e:
         raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
-      examples.append(parse_qa_row(row, where, len(examples)))
-  return examples
+      yield where, parse_qa_row(row, where, n)
+      n += 1
 
 
 def _fingerprint(examples: Sequence[Any]) -> str:

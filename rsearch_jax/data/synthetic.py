@@ -100,7 +100,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from rsearch_jax.data._qa import parse_qa_row
+from rsearch_jax.data._qa import iter_qa_rows
 from rsearch_jax.prompts import METHOD_TAGS
 from rsearch_jax.retrieval._base import Doc
 
@@ -850,21 +850,8 @@ def write_jsonl(questions: Iterable[Question], path: PathLike) -> None:
 
 def read_jsonl(path: PathLike) -> list[Question]:
   """Reads `write_jsonl`'s files; errors name file:line and the field."""
-  path = os.fspath(path)
-  out = []
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      where = f"{path}:{lineno}"
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
-      ex = parse_qa_row(row, where, len(out))
-      out.append(_question_from_row(ex.idx, ex.question, ex.answers, ex.extra,
-                                    where))
-  return out
+  return [_question_from_row(ex.idx, ex.question, ex.answers, ex.extra, where)
+          for where, ex in iter_qa_rows(path)]
 
 
 def _question_from_row(idx, question, answers, extra, where) -> Question:

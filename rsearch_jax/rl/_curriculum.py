@@ -230,10 +230,9 @@ class Trainer:
 
   def _nll_step(self, stage: Stage, items) -> dict[str, float]:
     if stage.kind == "pretrain":
-      examples = [("", [(text, False)]) for text in items]
-      # A bos-less prompt: the first text token is a target too.
-      examples = [([self.tokenizer.bos_id] if self.tokenizer.bos_id is not None
-                   else [], segs) for _, segs in examples]
+      # Plain text after BOS: every text token is a target.
+      bos = [] if self.tokenizer.bos_id is None else [self.tokenizer.bos_id]
+      examples = [(bos, [(text, False)]) for text in items]
     else:
       examples = list(items)
     batch = rollouts.nll_batch(self.tokenizer, examples, self.seq_len,
