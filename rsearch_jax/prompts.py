@@ -3,6 +3,10 @@
 Main entry points:
   METHOD_TAGS[method]            which tags a method queries with and receives.
   render_prompt(question, method, chat=...)   the text the policy continues.
+  render_direct_prompt(question, chat=...)    the no-search baseline.
+  render_rag_prompt(question, docs, method, chat=...)
+                                 the naive-RAG baseline (documents retrieved
+                                 once, shown by format_documents).
 
 R1-Searcher queries with `<|begin_of_query|> ... <|end_of_query|>` and receives
 `<|begin_of_documents|> ... <|end_of_documents|>`; R1-Searcher++ recalls with
@@ -89,3 +93,73 @@ def render_prompt(question: str, method: str = "r1", chat: str = "chatml") -> st
     return ("The User asks a question, and the Assistant solves it.\n"
             f"{rules}\n\nUser:{question}\nAssistant: <think>")
   raise ValueError(f"chat={chat!r}: expected 'chatml' or 'none'")
+
+
+# ---------------------------------------------------------------------------
+# Baselines without search in the loop (launch/eval.py's "direct" and
+# "naive_rag" modes): the same think-then-answer format, no query tags.
+# ---------------------------------------------------------------------------
+
+_ANSWER_RULES = (
+    "Given a question, you should answer it by first thinking about the "
+    "reasoning process in the mind and then providing the final answer.\n"
+    "The output format of reasoning process and final answer are enclosed "
+    "within <think> </think> and <answer> </answer> tags, respectively, i.e., "
+    "\"<think> reasoning process here </think>\n\n<answer> final answer here "
+    "</answer>\"."
+)
+
+
+def _rag_rules(method: str) -> str:
+  tags = METHOD_TAGS[method]
+  return (_ANSWER_RULES + "\n"
+          "Documents retrieved for the question are given after it, with the "
+          f"format of \"{tags.docs_begin} ...search results... "
+          f"{tags.docs_end}\"; use them when they help.")
+
+
+def format_documents(docs, method: str = "r1") -> str:
+  """A block of documents as the search agent receives it: the method's
+  document tags around "(1)text\\n(2)text\\n..." ("None" for no documents),
+  the layout of R1-Searcher's evaluation and of the sampler's hand-off."""
+  if method not in METHOD_TAGS:
+    raise ValueError(f"method={method!r}: expected one of {sorted(METHOD_TAGS)}")
+  tags = METHOD_TAGS[method]
+  body = "".join(f"({j + 1}){d}\n" for j, d in enumerate(docs)) or "None\n"
+  return f"{tags.docs_begin}\n{body}{tags.docs_end}"
+
+
+def _chat_wrap(rules: str, user: str, chat: str) -> str:
+  """System rules + user turn, ending with an opened `<think>`."""
+  if chat == "chatml":
+    return (f"<|im_start|>system\nYou are a helpful assistant.\n{rules}"
+            f"<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
+            "<|im_start|>assistant\n<think>")
+  if chat == "none":
+    rules = rules.replace("you ", "the Assistant ", 1)
+    return ("The User asks a question, and the Assistant solves it.\n"
+            f"{rules}\n\nUser:{user}\nAssistant: <think>")
+  raise ValueError(f"chat={chat!r}: expected 'chatml' or 'none'")
+
+
+def render_direct_prompt(question: str, chat: str = "chatml") -> str:
+  """The prompt of the no-search baseline: think, then answer, from the
+  model's own knowledge (no query tags are mentioned)."""
+  return _chat_wrap(_ANSWER_RULES, question, chat)
+
+
+def render_rag_prompt(question: str, docs, method: str = "r1",
+                      chat: str = "chatml") -> str:
+  """The prompt of the naive-RAG baseline: the question, then the documents
+  retrieved for it once (`format_documents`), then think and answer.
+
+  Args:
+    question: the user's question.
+    docs: the documents' texts (already cut to their budget), best first.
+    method: whose document tags to use ("r1" or "r1pp").
+    chat: "chatml" or "none", as in `render_prompt`.
+  """
+  if method not in METHOD_TAGS:
+    raise ValueError(f"method={method!r}: expected one of {sorted(METHOD_TAGS)}")
+  user = f"{question}\n\n{format_documents(docs, method)}"
+  return _chat_wrap(_rag_rules(method), user, chat)
