@@ -35,6 +35,11 @@ TEST_REQUIRES = [
     "pytest-xdist>=3.5",
     "hypothesis>=6.100",
     "rank_bm25==0.2.2",  # benchmarks/retrieval.py only
+    # tests/notebook_test.py runs notebooks/demo.ipynb on a python3 kernel
+    # (ipykernel's own kernelspec, i.e. this interpreter).
+    "nbclient>=0.10,<0.12",
+    "nbformat>=5.10,<6",
+    "ipykernel>=6.29,<8",
 ]
 
 setup(
