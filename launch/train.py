@@ -17,7 +17,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from rsearch_jax import experiment  # noqa: E402
+from rsearch_jax import cli, experiment  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py[:preset]")
 
@@ -29,9 +29,10 @@ def main(argv):
   cfg = _CONFIG.value
   if cfg is None:
     raise app.UsageError("--config is required, e.g. --config=configs/r1pp.py")
+  cli.exit_on_invalid(experiment.validate, cfg)
   trainer = experiment.build_trainer(cfg)
   trainer.run()
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

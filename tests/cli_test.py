@@ -1,0 +1,38 @@
+"""The launcher refuses bad configs with one clear line, before any work."""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _train(*overrides: str) -> subprocess.CompletedProcess:
+  return subprocess.run(
+      [sys.executable, str(ROOT / "launch" / "train.py"),
+       "--config=configs/r1pp.py", *overrides],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env={"TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu",
+           "PATH": "/usr/bin:/bin", "HOME": str(pathlib.Path.home())})
+
+
+@pytest.mark.parametrize("override,expected", [
+    # A misspelled field: named, with the suggestion ml_collections makes.
+    ("--config.rl.loss.kl_cof=0.1", ['kl_cof', 'Did you mean "kl_coef"']),
+    # A value of the wrong type, naming the flag.
+    ("--config.rl.loss.kl_coef=abc", ["--config.rl.loss.kl_coef=abc", "float"]),
+    # An inconsistent config, naming both fields.
+    ("--config.sampling.max_len=10", ["sampling.max_len=10",
+                                      "sampling.max_prompt_len"]),
+], ids=["misspelled", "wrong_type", "inconsistent"])
+def test_bad_config_is_one_clear_error(override, expected, tmp_path):
+  out = _train(override, f"--config.workdir={tmp_path}/run")
+  assert out.returncode != 0
+  assert "Traceback" not in out.stderr, out.stderr[-2000:]
+  assert out.stderr.strip().splitlines()[-1] != ""
+  for text in expected:
+    assert text in out.stderr, out.stderr[-2000:]
+  # Refused before any work started: nothing was written.
+  assert not (tmp_path / "run").exists()
