@@ -9,10 +9,11 @@ All on SmolLM2-135M-Instruct (the GGUF asset, float32), greedy, in one run:
 2. The hand-off: rollouts of batch 16 in which "." ends a query (so rows search
    about once a sentence) with an instant retriever, three ways:
      off      retrieval disabled ("." is an ordinary token);
-     in-loop  the library's sampler: io_callback inside the while_loop,
-              documents fed as forced tokens while other rows keep sampling;
+     in-loop  the library's sampler: io_callback inside the while_loop, the
+              asking rows' blocks spliced by one chunked forward pass;
      segments the alternative: the loop returns to Python whenever a row needs
-              a search, Python retrieves and queues the block, the loop resumes.
+              a search, Python retrieves, a jitted splice writes the blocks,
+              the loop resumes.
    The two search modes must give identical tokens (checked). The table shows
    the time beyond `off`, next to what the document tokens would cost as a
    prefill (their count / measured prefill tokens/s).
@@ -21,7 +22,6 @@ All on SmolLM2-135M-Instruct (the GGUF asset, float32), greedy, in one run:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import pathlib
 import sys
@@ -39,6 +39,7 @@ from rsearch_jax import assets, models, tokenizer  # noqa: E402
 from rsearch_jax.sampling import (DocumentFormat, Sampler,  # noqa: E402
                                   SamplingConfig, StopTokens, decode_step,
                                   generate, prefill)
+from rsearch_jax.sampling._loop import splice  # noqa: E402
 from rsearch_jax.sampling._loop import _ends_with  # noqa: E402
 from rsearch_jax.testing import DictRetriever  # noqa: E402
 
@@ -120,20 +121,22 @@ def segmented_generate(sampler: Sampler, prompts_text):
     block, block_len, ran = sampler.handoff(
         state.tokens, state.cursor, need, state.num_searches, row_ids,
         state.step)
-    need_j = jnp.asarray(need)
-    state = dataclasses.replace(
-        state,
-        forced=jnp.where(need_j[:, None], jnp.asarray(block), state.forced),
-        forced_len=jnp.where(need_j, jnp.asarray(block_len), state.forced_len),
-        forced_ptr=jnp.where(need_j, 0, state.forced_ptr),
-        num_searches=state.num_searches + jnp.asarray(ran))
+    state = _splice(graphdef, params, state, jnp.asarray(need),
+                    jnp.asarray(block), jnp.asarray(block_len), jnp.asarray(ran),
+                    cfg=cfg)
 
 
 def _needs_search(s, stops):
   asked = jnp.zeros_like(s.done)
   for seq in stops.query_end:
     asked |= _ends_with(s.tokens, s.loss_mask, s.cursor, seq)
-  return ~s.done & (s.forced_ptr >= s.forced_len) & asked
+  return ~s.done & asked
+
+
+@jax.jit(static_argnames=("graphdef", "cfg"))
+def _splice(graphdef, params, state, need, block, block_len, ran, *, cfg):
+  return splice(nnx.merge(graphdef, params), state, need, block, block_len,
+                ran, cfg)
 
 
 @jax.jit(static_argnames=("graphdef", "cfg", "stops"))

@@ -86,9 +86,10 @@ def reference_rollout(model: Decoder, prompt: list[int], cfg: SamplingConfig,
   return seq, mask, n_search
 
 
-def test_greedy_sampler_equals_cache_free_reference():
+@pytest.mark.parametrize("splice_rows", [1, 3])
+def test_greedy_sampler_equals_cache_free_reference(splice_rows):
   model = _model()
-  cfg = _config()
+  cfg = _config(splice_rows=splice_rows)
   sampler = Sampler(model, TOK, cfg, retriever=DictRetriever(), doc_format=FMT)
   out = sampler(PROMPTS)
   p = out.prompt_len
@@ -185,7 +186,8 @@ def test_logprobs_equal_teacher_forced_pass(temperature, top_k, top_p):
 @pytest.mark.parametrize("mesh_shape", [dict(data=2, fsdp=4), dict(fsdp=4, tensor=2)],
                          ids=["data2_fsdp4", "fsdp4_tensor2"])
 def test_same_rollouts_on_the_8_device_mesh(mesh_shape):
-  cfg = _config(temperature=0.8)
+  # Two asking rows per shard per splice pass (where a shard holds two rows).
+  cfg = _config(temperature=0.8, splice_rows=2)
   ref_out = Sampler(_model(), TOK, cfg, retriever=DictRetriever(),
                     doc_format=FMT)(PROMPTS, seed=5)
   mesh = sharding.make_mesh(**mesh_shape)

@@ -220,7 +220,8 @@ class Decoder(nnx.Module):
 
   def __call__(self, tokens: jax.Array, positions: jax.Array,
                cache: KVCache | None = None,
-               return_hidden: bool = False, last_only: bool = False):
+               return_hidden: bool = False, last_only: bool = False,
+               logits_at: jax.Array | None = None):
     """Runs the decoder.
 
     Args:
@@ -233,6 +234,8 @@ class Decoder(nnx.Module):
       return_hidden: also return the final hidden states [B, T, D].
       last_only: compute logits for the last token only ([B, 1, V]): a
         prefill needs no more, and the LM head is a large matmul.
+      logits_at: [B] int32: compute logits only at this index of each row
+        ([B, 1, V]), for right-padded chunks whose last real token varies.
 
     Returns:
       (logits [B, T, V] float32, cache) — the cache with the new tokens written
@@ -261,7 +264,11 @@ class Decoder(nnx.Module):
         new_k.append(layer_kv[0])
         new_v.append(layer_kv[1])
     x = rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)
-    logits = self.logits(x[:, -1:] if last_only else x)
+    if logits_at is not None:
+      last = jnp.take_along_axis(x, logits_at[:, None, None], axis=1)
+    else:
+      last = x[:, -1:] if last_only else x
+    logits = self.logits(last)
     if cache is not None:
       cache = KVCache(k=tuple(new_k), v=tuple(new_v), pos=key_pos,
                       end=cache.end + tokens.shape[1])

@@ -3,18 +3,20 @@
 Main entry point: `generate(model, prompts, prompt_mask, rng, *, config, stops,
 handoff, batch_sharding)`, traced once per (model graph, shapes, config).
 
-Each step every unfinished row advances by exactly one token: a *sampled*
-token, or, while the row has document tokens queued, the next *forced*
-document token (loss_mask 0). When a row samples the closing query tag, the
-host hand-off is called (`io_callback`) and returns that row's fixed-shape
-document block, which is queued. So documents enter the sequence and the KV
-cache as token ids, rows that are not searching keep decoding in the same
-steps, and a splice costs only the searching rows' own document tokens.
-(BENCHMARKS.md compares this with returning to Python between segments.)
+Each step every unfinished row samples one token. When a row samples the
+closing query tag, the host hand-off is called (`io_callback`) and returns
+that row's fixed-shape document block, which `splice` writes into the row's
+tokens and KV cache with one chunked forward pass over the asking rows only
+(gathered out of the batch), in the same step. So documents enter the
+sequence as token ids, never as re-encoded text, rows that are not searching
+keep decoding, and a splice costs about the asking rows' own document
+prefill. (BENCHMARKS.md compares this with returning to Python between
+segments.)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable
 
@@ -111,9 +113,6 @@ def prefill(model: Decoder, prompts: jax.Array, prompt_mask: jax.Array,
       stop_reason=zeros,
       num_sampled=zeros,
       num_searches=zeros,
-      forced=constrain(jnp.zeros((b, config.doc_block_len), jnp.int32)),
-      forced_len=zeros,
-      forced_ptr=zeros,
       rng=rng,
       step=jnp.int32(0),
   )
@@ -121,22 +120,19 @@ def prefill(model: Decoder, prompts: jax.Array, prompt_mask: jax.Array,
 
 def decode_step(model: Decoder, s: SamplingState, config: SamplingConfig,
                 stops: StopTokens, handoff: Callable | None,
-                row_ids: jax.Array) -> SamplingState:
-  """One token for every unfinished row; retrieval for rows that asked."""
+                row_ids: jax.Array, shards: int = 1) -> SamplingState:
+  """One sampled token for every unfinished row; retrieval for rows that asked.
+
+  A row that has just sampled the closing query tag gets its document block
+  from the host and spliced in (`splice`) within the same step.
+  """
   rng, key = jax.random.split(s.rng)
   active = ~s.done
-  forcing = s.forced_ptr < s.forced_len
-  sampled = sample_token(s.logits, key, config)
-  queued = jnp.take_along_axis(
-      s.forced, jnp.minimum(s.forced_ptr, s.forced.shape[1] - 1)[:, None],
-      axis=1)[:, 0]
-  token = jnp.where(forcing, queued, sampled)
-  is_sampled = active & ~forcing
-  logprob = jnp.where(is_sampled,
-                      token_logprobs(s.logits, token, config.temperature), 0.0)
-
+  token = sample_token(s.logits, key, config)
+  logprob = jnp.where(active, token_logprobs(s.logits, token, config.temperature),
+                      0.0)
   tokens = _set_at(s.tokens, s.cursor, token, active)
-  loss_mask = _set_at(s.loss_mask, s.cursor, is_sampled.astype(jnp.int32), active)
+  loss_mask = _set_at(s.loss_mask, s.cursor, active.astype(jnp.int32), active)
   logprobs = _set_at(s.logprobs, s.cursor, logprob, active)
   pos = jnp.where(active, s.next_pos, -1)
   cache = KVCache(s.cache.k, s.cache.v, s.cache.pos, s.cursor)
@@ -144,50 +140,113 @@ def decode_step(model: Decoder, s: SamplingState, config: SamplingConfig,
   step_len = active.astype(jnp.int32)
   cursor = s.cursor + step_len
   cache = KVCache(cache.k, cache.v, cache.pos, cursor)
-  num_sampled = s.num_sampled + is_sampled.astype(jnp.int32)
-  forced_ptr = s.forced_ptr + (active & forcing).astype(jnp.int32)
+  num_sampled = s.num_sampled + step_len
 
   # Why rows stop; the first reason that applies is kept.
   stopped = jnp.zeros_like(active)
   for seq in stops.stop:
     stopped |= _ends_with(tokens, loss_mask, cursor, seq)
-  stopped &= is_sampled
-  still_forcing = forced_ptr < s.forced_len
-  over_budget = (num_sampled >= config.max_new_tokens) & ~still_forcing
+  stopped &= active
+  over_budget = num_sampled >= config.max_new_tokens
   full = cursor >= config.max_len
   reason = jnp.where(stopped, STOPPED,
                      jnp.where(over_budget, BUDGET, jnp.where(full, LENGTH, RUNNING)))
   newly_done = active & (reason != RUNNING)
-  stop_reason = jnp.where(newly_done, reason, s.stop_reason)
-  done = s.done | newly_done
+  s = SamplingState(
+      tokens=tokens, loss_mask=loss_mask, logprobs=logprobs, cursor=cursor,
+      next_pos=s.next_pos + step_len, cache=cache, logits=logits[:, 0],
+      done=s.done | newly_done,
+      stop_reason=jnp.where(newly_done, reason, s.stop_reason),
+      num_sampled=num_sampled, num_searches=s.num_searches, rng=rng,
+      step=s.step)
 
-  forced, forced_len, num_searches = s.forced, s.forced_len, s.num_searches
   if handoff is not None and stops.query_end is not None:
     asked = jnp.zeros_like(active)
     for seq in stops.query_end:
       asked |= _ends_with(tokens, loss_mask, cursor, seq)
-    need = is_sampled & ~done & asked
+    need = active & ~s.done & asked
 
-    def call(_):
-      return handoff(tokens, cursor, need, num_searches, row_ids, s.step)
+    def retrieve(s):
+      block, block_len, ran = handoff(s.tokens, s.cursor, need, s.num_searches,
+                                      row_ids, s.step)
+      return splice(model, s, need, block, block_len, ran, config, shards)
 
-    def skip(_):
-      b = tokens.shape[0]
-      return (jnp.zeros((b, config.doc_block_len), jnp.int32),
-              jnp.zeros((b,), jnp.int32), jnp.zeros((b,), jnp.int32))
+    s = jax.lax.cond(jnp.any(need), retrieve, lambda s: s, s)
+  return dataclasses.replace(s, step=s.step + 1)
 
-    block, block_len, ran = jax.lax.cond(jnp.any(need), call, skip, None)
-    forced = jnp.where(need[:, None], block, forced)
-    forced_len = jnp.where(need, block_len, forced_len)
-    forced_ptr = jnp.where(need, 0, forced_ptr)
-    num_searches = num_searches + ran
 
-  return SamplingState(
-      tokens=tokens, loss_mask=loss_mask, logprobs=logprobs, cursor=cursor,
-      next_pos=s.next_pos + step_len, cache=cache, logits=logits[:, 0],
-      done=done, stop_reason=stop_reason, num_sampled=num_sampled,
-      num_searches=num_searches, forced=forced, forced_len=forced_len,
-      forced_ptr=forced_ptr, rng=rng, step=s.step + 1)
+def splice(model: Decoder, s: SamplingState, need: jax.Array,
+           block: jax.Array, block_len: jax.Array, ran: jax.Array,
+           config: SamplingConfig, shards: int = 1) -> SamplingState:
+  """Writes each asking row's document block into its tokens and KV cache.
+
+  The block goes through the model as one chunked forward pass per group of
+  `config.splice_rows` asking rows per shard: the rows are gathered out of
+  the batch (within their shard, so a sharded batch needs no communication),
+  prefilled, and scattered back. So a splice costs the asking rows' own
+  document prefill, not the whole batch's. Document tokens keep loss_mask 0.
+
+  Args:
+    need: [B] bool rows whose block is in `block`.
+    block: [B, D] int32 right-padded document blocks; block_len: [B] lengths.
+    ran: [B] int32 1 where the retrieval was run (counted in num_searches).
+    shards: how many shards the batch axis is split into (static).
+  """
+  b, d = block.shape
+  # What fits; a row that fills its buffer ends with reason LENGTH.
+  n = jnp.where(need, jnp.minimum(block_len, config.max_len - s.cursor), 0)
+  cols = jnp.arange(d)[None, :]
+  slots = jnp.where(cols < n[:, None], s.cursor[:, None] + cols, s.tokens.shape[1])
+  tokens = s.tokens.at[jnp.arange(b)[:, None], slots].set(block, mode="drop")
+
+  g, rows = shards, min(config.splice_rows, b // shards)
+  per = b // g  # rows per shard
+
+  def grouped(x):
+    return x.reshape((g, per) + x.shape[1:])
+
+  def take(x, idx):  # [B, ...] -> [g * rows, ...]: the chosen rows of each shard
+    out = jax.vmap(lambda xs, i: xs[i])(grouped(x), idx)
+    return out.reshape((g * rows,) + x.shape[1:])
+
+  def put(x, idx, part):  # inverse of take; idx == per is dropped
+    part = part.reshape((g, rows) + x.shape[1:])
+    out = jax.vmap(lambda xs, i, p: xs.at[i].set(p, mode="drop"))(
+        grouped(x), idx, part)
+    return out.reshape(x.shape)
+
+  def group_pass(carry):
+    pending, k, v, pos, logits = carry
+    # The first `rows` pending rows of each shard (stable sort keeps order).
+    idx = jnp.argsort(~grouped(pending), axis=1, stable=True)[:, :rows]
+    valid = jnp.take_along_axis(grouped(pending), idx, axis=1)
+    write = jnp.where(valid, idx, per)
+    sub_n = jnp.where(valid.reshape(-1), take(n, idx), 0)
+    positions = jnp.where(cols < sub_n[:, None],
+                          take(s.next_pos, idx)[:, None] + cols, -1)
+    sub_cache = KVCache(tuple(take(x, idx) for x in k),
+                        tuple(take(x, idx) for x in v),
+                        take(pos, idx), take(s.cursor, idx))
+    sub_logits, sub_cache = model(take(block, idx), positions, sub_cache,
+                                  logits_at=jnp.maximum(sub_n - 1, 0))
+    k = tuple(put(x, write, y) for x, y in zip(k, sub_cache.k))
+    v = tuple(put(x, write, y) for x, y in zip(v, sub_cache.v))
+    pos = put(pos, write, sub_cache.pos)
+    logits = put(logits, write, sub_logits[:, 0])
+    pending = put(pending, write, jnp.zeros((g * rows,), bool))
+    return pending, k, v, pos, logits
+
+  _, k, v, pos, logits = jax.lax.while_loop(
+      lambda c: jnp.any(c[0]), group_pass,
+      (need & (n > 0), s.cache.k, s.cache.v, s.cache.pos, s.logits))
+  cursor = s.cursor + n
+  filled = need & (cursor >= config.max_len)
+  return dataclasses.replace(
+      s, tokens=tokens, cursor=cursor, next_pos=s.next_pos + n,
+      cache=KVCache(k, v, pos, cursor), logits=logits,
+      done=s.done | filled,
+      stop_reason=jnp.where(filled, LENGTH, s.stop_reason),
+      num_searches=s.num_searches + ran)
 
 
 def make_device_handoff(host_fn: HandoffFn, config: SamplingConfig,
@@ -218,6 +277,17 @@ def make_device_handoff(host_fn: HandoffFn, config: SamplingConfig,
       out_specs=(row, row, row), check_vma=False)
 
 
+def batch_shards(batch_sharding: NamedSharding | None) -> int:
+  """How many blocks the batch axis is split into by `batch_sharding`."""
+  if batch_sharding is None:
+    return 1
+  axes = batch_sharding.spec[0] if batch_sharding.spec else None
+  if axes is None:
+    return 1
+  axes = (axes,) if isinstance(axes, str) else axes
+  return int(np.prod([batch_sharding.mesh.shape[a] for a in axes]))
+
+
 @functools.partial(jax.jit, static_argnames=(
     "graphdef", "config", "stops", "handoff", "batch_sharding"))
 def generate(graphdef, params, prompts: jax.Array, prompt_mask: jax.Array,
@@ -226,6 +296,7 @@ def generate(graphdef, params, prompts: jax.Array, prompt_mask: jax.Array,
              batch_sharding: NamedSharding | None = None) -> SamplingState:
   """Prefill, then decode until every row is done (jitted as one program)."""
   model = nnx.merge(graphdef, params)
+  shards = batch_shards(batch_sharding)
   state = prefill(model, prompts, prompt_mask, rng, config, stops,
                   batch_sharding)
   # Each step writes one slot, so max_len - prompt length steps always finish.
@@ -235,6 +306,6 @@ def generate(graphdef, params, prompts: jax.Array, prompt_mask: jax.Array,
     return jnp.any(~s.done) & (s.step < max_steps)
 
   def body(s):
-    return decode_step(model, s, config, stops, handoff, row_ids)
+    return decode_step(model, s, config, stops, handoff, row_ids, shards)
 
   return jax.lax.while_loop(cond, body, state)

@@ -29,6 +29,10 @@ class SamplingConfig:
     max_searches: retrievals per row; past it the query is not run and the
       row is told so in the document block.
     doc_block_len: fixed length of the document block returned by the host.
+    splice_rows: asking rows (per batch shard) whose document blocks go
+      through the model in one forward pass; more rows asking at once take
+      several passes. 1 costs exactly the asking rows' own prefill: a block
+      is already a long chunk.
   """
 
   max_prompt_len: int
@@ -39,12 +43,15 @@ class SamplingConfig:
   top_p: float = 1.0
   max_searches: int = 8
   doc_block_len: int = 256
+  splice_rows: int = 1
 
   def __post_init__(self):
     if self.max_len <= self.max_prompt_len:
       raise ValueError(
           f"sampling: max_len={self.max_len} must exceed "
           f"max_prompt_len={self.max_prompt_len}")
+    if self.splice_rows < 1:
+      raise ValueError(f"sampling: splice_rows={self.splice_rows} must be >= 1")
     if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
       raise ValueError(
           f"sampling: bad temperature={self.temperature} / top_k={self.top_k}"
@@ -75,7 +82,7 @@ class StopTokens:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class SamplingState:
-  """The decode loop's carry. B rows, T = max_len slots, D = doc_block_len.
+  """The decode loop's carry. B rows, T = max_len slots.
 
   A row's token i sits in slot i of `tokens` and of the KV cache; prompts are
   left-padded to max_prompt_len, after which rows advance independently:
@@ -97,10 +104,6 @@ class SamplingState:
     stop_reason: [B] int32 (RUNNING, STOPPED, BUDGET, LENGTH).
     num_sampled: [B] int32 sampled tokens so far.
     num_searches: [B] int32 retrievals run.
-    forced: [B, D] int32 document tokens queued for each row.
-    forced_len: [B] int32 queued length.
-    forced_ptr: [B] int32 next queued token; a row is "forced" while
-      forced_ptr < forced_len and takes queued tokens instead of sampling.
     rng: PRNG key.
     step: int32 loop counter.
   """
@@ -116,8 +119,5 @@ class SamplingState:
   stop_reason: jax.Array
   num_sampled: jax.Array
   num_searches: jax.Array
-  forced: jax.Array
-  forced_len: jax.Array
-  forced_ptr: jax.Array
   rng: jax.Array
   step: jax.Array
