@@ -397,3 +397,118 @@ def test_garbage_off_the_mask_changes_nothing():
   assert np.isfinite(loss) and np.isfinite(np.asarray(grad)).all()
   assert float(loss) == float(loss2)
   np.testing.assert_array_equal(grad, grad2)
+
+
+# --- log-probs from hidden states, chunked over the sequence ------------------
+
+
+def _hidden_setup(seed=11, b=B, t=T, d=5, v=V):
+  rng = np.random.default_rng(seed)
+  hidden = rng.normal(size=(b, t, d)).astype(np.float32)
+  w = rng.normal(size=(d, v)).astype(np.float32)
+  tokens = rng.integers(0, v, (b, t)).astype(np.int32)
+  return rng, hidden, w, tokens, _mask(rng, b, t)
+
+
+def _head(w):
+  return lambda h: jnp.einsum("btd,dv->btv", h, w)
+
+
+# chunk 0 and >= T: one pass; 4 divides T = 12; 5 and 7 leave a partial chunk.
+CHUNKS = [0, 1, 4, 5, 7, T, 100]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 0.0])
+def test_token_logprobs_from_hidden_match_numpy(temperature):
+  _, hidden, w, tokens, mask = _hidden_setup()
+  logits = hidden.astype(np.float64) @ w
+  tau = temperature or 1.0
+  want_lp, want_ent = np.zeros((B, T)), np.zeros((B, T))
+  for i in range(B):
+    for t in range(1, T):
+      ls = _np_log_softmax(logits[i, t - 1] / tau)
+      want_lp[i, t] = ls[tokens[i, t]]
+      if mask[i, t]:
+        want_ent[i, t] = -(np.exp(ls) * ls).sum()
+  for chunk in CHUNKS:
+    fn = jax.jit(lambda h, w_, tok, m, c=chunk: losses.token_logprobs_from_hidden(
+        h, _head(w_), tok, temperature, chunk=c, entropy_mask=m))
+    lp, ent = fn(hidden, w, tokens, mask)
+    np.testing.assert_allclose(lp, want_lp, atol=1e-5, err_msg=f"chunk={chunk}")
+    np.testing.assert_allclose(ent, want_ent, atol=1e-5, err_msg=f"chunk={chunk}")
+    lp_only, none = losses.token_logprobs_from_hidden(
+        hidden, _head(w), tokens, temperature, chunk=chunk)
+    assert none is None
+    np.testing.assert_allclose(lp_only, want_lp, atol=1e-5)
+
+
+def _loss_from_terms(logp, ent, tokens, old, ref, adv, mask):
+  pg, _ = losses.policy_loss(logp, old, adv, mask, clip_eps_high=0.28)
+  kl = losses.masked_mean(losses.kl_penalty(logp, ref, mask, "k3"), mask)
+  nll = losses.masked_nll_from_logprobs(logp, mask)
+  return pg + 0.05 * kl - 0.01 * losses.masked_mean(ent, mask) + 0.1 * nll
+
+
+def test_chunked_loss_and_gradients_equal_the_logits_path():
+  """Policy loss + KL + entropy + NLL from hidden states, chunked, against the
+  same objective on full logits (the [B, T, V] path): value and gradients
+  with respect to the hidden states and the head's weight."""
+  rng, hidden, w, tokens, mask = _hidden_setup(seed=12)
+  old = np.where(mask, -rng.uniform(0.5, 3, (B, T)), 0).astype(np.float32)
+  ref = np.where(mask, -rng.uniform(0.5, 3, (B, T)), 0).astype(np.float32)
+  adv = np.where(mask, rng.normal(size=(B, 1)), 0).astype(np.float32)
+
+  def via_logits(h, w_):
+    logits = _head(w_)(h)
+    logp = losses.token_logprobs_from_logits(logits, tokens, 0.8)
+    ent = losses.entropy_from_logits(logits / 0.8, mask)
+    return _loss_from_terms(logp, ent, tokens, old, ref, adv, mask)
+
+  def via_hidden(h, w_, chunk):
+    logp, ent = losses.token_logprobs_from_hidden(
+        h, _head(w_), tokens, 0.8, chunk=chunk, entropy_mask=mask)
+    return _loss_from_terms(logp, ent, tokens, old, ref, adv, mask)
+
+  want, (want_gh, want_gw) = jax.value_and_grad(via_logits, (0, 1))(hidden, w)
+  assert np.abs(np.asarray(want_gw)).max() > 1e-3  # a gradient to compare
+  for chunk in CHUNKS:
+    got, (gh, gw) = jax.jit(jax.value_and_grad(via_hidden, (0, 1)),
+                            static_argnums=2)(hidden, w, chunk)
+    assert float(got) == pytest.approx(float(want), rel=1e-6, abs=1e-5), chunk
+    np.testing.assert_allclose(gh, want_gh, rtol=1e-5, atol=1e-5,
+                               err_msg=f"chunk={chunk}")
+    np.testing.assert_allclose(gw, want_gw, rtol=1e-5, atol=1e-5,
+                               err_msg=f"chunk={chunk}")
+    # Hidden states that score no sampled token (prompt, documents, padding,
+    # the last slot) get exactly zero gradient, chunked or not.
+    scores_sampled = np.zeros((B, T), bool)
+    scores_sampled[:, :-1] = mask[:, 1:] > 0
+    assert (np.asarray(gh)[~scores_sampled] == 0.0).all()
+
+
+def test_chunking_bounds_the_logits_memory():
+  """The compiled gradient's scratch memory: four [B, T, V] float32 buffers
+  without chunking (logits, log-softmax, probabilities, their gradient);
+  with chunking the same four of [B, chunk, V] only: it scales with the
+  chunk, not with T."""
+  b, t, d, v = 2, 256, 16, 2048
+  _, hidden, w, tokens, mask = _hidden_setup(seed=13, b=b, t=t, d=d, v=v)
+
+  def temp_bytes(chunk):
+    def f(h, w_):
+      logp, ent = losses.token_logprobs_from_hidden(
+          h, _head(w_), tokens, 1.0, chunk=chunk, entropy_mask=mask)
+      return (logp * mask).sum() + ent.sum()
+    compiled = jax.jit(jax.grad(f, (0, 1))).lower(hidden, w).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  full = b * t * v * 4
+  assert temp_bytes(0) >= 3 * full
+  for chunk in (t // 8, t // 16):
+    assert temp_bytes(chunk) < 5 * b * chunk * v * 4, chunk
+
+
+def test_bad_chunk_is_a_clear_error():
+  _, hidden, w, tokens, _ = _hidden_setup()
+  with pytest.raises(ValueError, match="chunk=-1"):
+    losses.token_logprobs_from_hidden(hidden, _head(w), tokens, chunk=-1)

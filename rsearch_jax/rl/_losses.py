@@ -4,11 +4,16 @@ Main entry points:
   token_logprobs_from_logits(logits, tokens, temperature)   teacher-forced
                                                             log-probs [B, T]
   entropy_from_logits(logits, mask)                         per-token entropy
+  token_logprobs_from_hidden(hidden, head, tokens, ...)     the same two from
+                                                            final hidden states,
+                                                            chunked over T
   policy_loss(logp, old_logp, advantages, mask, ...)        PPO-clipped
                                                             surrogate + stats
   kl_penalty(logp, ref_logp, mask, kind)                    k1 / k2 / k3 per token
   masked_nll(logits, tokens, mask)                          next-token NLL (SFT,
                                                             memorization)
+  masked_nll_from_logprobs(logp, mask)                      the same from [B, T]
+                                                            log-probs
   masked_mean(x, mask, axis)                                0 for an empty mask
 
 Alignment. Every per-token array is aligned with `tokens` (the sampler's
@@ -26,6 +31,13 @@ retrieved documents and padding). Each token term is selected with
 masked-out slots (whatever garbage, even inf) never reach the loss, and the
 gradient with respect to the logits that score a masked-out token is exactly
 zero, not merely small.
+
+Memory. Full logits are [B, T, V] float32 (800 MB at B x T = 4096 and a 49k
+vocabulary), and the softmax, the entropy and their gradients each add as
+much again. `token_logprobs_from_hidden` never holds more than one chunk of
+[B, chunk, V]: it maps over chunks of the sequence, and each chunk's function
+is checkpointed, so the backward pass recomputes that chunk's logits from the
+[B, chunk, D] hidden states instead of keeping them.
 """
 
 from __future__ import annotations
@@ -102,6 +114,78 @@ def entropy_from_logits(logits: jax.Array, mask: jax.Array) -> jax.Array:
   logp = jax.nn.log_softmax(_shifted(logits), axis=-1)
   ent = _pad_first(-jnp.sum(jnp.exp(logp) * logp, axis=-1))
   return jnp.where(_on(mask), ent, 0.0)
+
+
+def _chunk_terms(logits: jax.Array, targets: jax.Array, temperature: float,
+                 with_entropy: bool) -> tuple[jax.Array, jax.Array | None]:
+  """[B, C, V] logits, [B, C] the tokens they score -> log-probs and entropy.
+
+  The same arithmetic as token_logprobs_from_logits and entropy_from_logits,
+  sharing one log-softmax.
+  """
+  t = temperature if temperature > 0 else 1.0
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32) / t, axis=-1)
+  lp = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+  ent = -jnp.sum(jnp.exp(logp) * logp, axis=-1) if with_entropy else None
+  return lp, ent
+
+
+def token_logprobs_from_hidden(
+    hidden: jax.Array, head, tokens: jax.Array, temperature: float = 1.0, *,
+    chunk: int = 256, entropy_mask: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array | None]:
+  """Teacher-forced log-probs (and entropy) from the final hidden states.
+
+  Equal to `token_logprobs_from_logits(head(hidden), tokens, temperature)`
+  and `entropy_from_logits(head(hidden) / temperature, entropy_mask)`, but
+  the logits exist one chunk of `chunk` slots at a time, in the forward and
+  in the backward pass (see the module docstring).
+
+  Args:
+    hidden: [B, T, D] final hidden states (after the final norm).
+    head: [B, C, D] -> [B, C, V] float32 logits (e.g. `Decoder.logits`).
+    tokens: [B, T] int32.
+    temperature: the sampling temperature (0 means 1).
+    chunk: slots per chunk; 0 (or >= T) computes all logits at once.
+    entropy_mask: [B, T] loss mask; when given, also the entropy of each
+      masked token's sampling distribution (0 elsewhere and at slot 0).
+
+  Returns:
+    (logp [B, T], entropy [B, T] or None), aligned with tokens as in
+    token_logprobs_from_logits.
+  """
+  hidden, tokens = jnp.asarray(hidden), jnp.asarray(tokens)
+  if chunk < 0:
+    raise ValueError(f"logits chunk={chunk}: expected >= 0 (0: no chunking)")
+  b, t, d = hidden.shape
+  with_entropy = entropy_mask is not None
+  if chunk == 0 or chunk >= t:
+    lp, ent = _chunk_terms(head(hidden[:, :-1]), tokens[:, 1:], temperature,
+                           with_entropy)
+  else:
+    # Every slot is scored against the next token (the last slot against a
+    # dummy 0 and dropped), so the chunks tile [0, T) and T = n * chunk
+    # needs no padding.
+    n = -(-t // chunk)
+    size = -(-t // n)  # the smallest chunk giving n chunks: least padding
+    pad = n * size - t
+    targets = jnp.pad(tokens[:, 1:], ((0, 0), (0, pad + 1)))
+    h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+    h = h.reshape(b, n, size, d).swapaxes(0, 1)            # [n, B, C, D]
+    targets = targets.reshape(b, n, size).swapaxes(0, 1)   # [n, B, C]
+
+    @jax.checkpoint
+    def one(args):
+      h_c, tgt_c = args
+      return _chunk_terms(head(h_c), tgt_c, temperature, with_entropy)
+
+    lp, ent = jax.lax.map(one, (h, targets))
+    unchunk = lambda x: x.swapaxes(0, 1).reshape(b, n * size)[:, :t - 1]
+    lp = unchunk(lp)
+    ent = unchunk(ent) if with_entropy else None
+  if not with_entropy:
+    return _pad_first(lp), None
+  return _pad_first(lp), jnp.where(_on(entropy_mask), _pad_first(ent), 0.0)
 
 
 def _aggregate(per_token: jax.Array, m: jax.Array, aggregation: str) -> jax.Array:
@@ -219,5 +303,11 @@ def masked_nll(logits: jax.Array, tokens: jax.Array, mask: jax.Array) -> jax.Arr
   Returns:
     Scalar float32 mean over targets (0 when there is none).
   """
+  return masked_nll_from_logprobs(
+      token_logprobs_from_logits(logits, tokens, 1.0), mask)
+
+
+def masked_nll_from_logprobs(logp: jax.Array, mask: jax.Array) -> jax.Array:
+  """masked_nll from [B, T] temperature-1 log-probs aligned with tokens."""
   m = _on(mask).at[:, 0].set(False)
-  return -masked_mean(token_logprobs_from_logits(logits, tokens, 1.0), m)
+  return -masked_mean(logp, m)

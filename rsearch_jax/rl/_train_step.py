@@ -14,7 +14,9 @@ sampler's loss mask, so retrieved documents never receive gradient. With
 `micro_batches > 1` the batch is split along rows and gradients are averaged
 over the micro-batches (each micro-batch's loss is its own masked mean, as in
 OpenRLHF); the update is jitted once per shape with parameters and optimizer
-state donated.
+state donated. Log-probs and entropy are taken from the final hidden states
+`LossConfig.logits_chunk` slots at a time, so no [B, T, V] logits buffer is
+ever held (see losses.token_logprobs_from_hidden).
 """
 
 from __future__ import annotations
@@ -99,6 +101,10 @@ class LossConfig:
     mem_coef: weight mu of the memorization NLL (R1-Searcher++).
     mask_documents: False only for the ablation that trains on retrieved
       tokens too (loss mask = every non-prompt, non-padding token).
+    logits_chunk: sequence slots whose [B, chunk, V] logits exist at once in
+      the loss (forward and backward); 0 computes all T at once. Numerically
+      the same either way; it trades memory for a second LM-head matmul in
+      the backward pass.
   """
 
   clip_eps: float = 0.2
@@ -110,10 +116,14 @@ class LossConfig:
   temperature: float = 1.0
   mem_coef: float = 0.0
   mask_documents: bool = True
+  logits_chunk: int = 256
 
   def __post_init__(self):
     if self.kl_kind not in ("k1_reward", "k2", "k3"):
       raise ValueError(f"loss.kl_kind={self.kl_kind!r}: expected k1_reward, k2 or k3")
+    if self.logits_chunk < 0:
+      raise ValueError(f"loss.logits_chunk={self.logits_chunk}: expected >= 0 "
+                       "(0: no chunking)")
 
 
 @jax.tree_util.register_dataclass
@@ -155,17 +165,23 @@ class NLLBatch:
   loss_mask: jax.Array
 
 
-def _forward_logits(model, tokens, positions):
-  logits, _ = model(tokens, positions)
-  return logits
+def _token_logprobs(model, tokens, positions, temperature: float, chunk: int,
+                    entropy_mask=None):
+  """(logp [B, T], entropy [B, T] or None) of a teacher-forced pass."""
+  # last_only: the decoder's own LM-head pass covers one slot; the loss runs
+  # the head itself, chunk by chunk, on the hidden states.
+  _, _, hidden = model(tokens, positions, return_hidden=True, last_only=True)
+  return losses.token_logprobs_from_hidden(
+      hidden, model.logits, tokens, temperature, chunk=chunk,
+      entropy_mask=entropy_mask)
 
 
 def rl_loss(model, batch: RLBatch, cfg: LossConfig,
             mem: NLLBatch | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The RL objective on one (micro-)batch, and its statistics."""
-  logits = _forward_logits(model, batch.tokens, batch.positions)
   mask = batch.loss_mask
-  logp = losses.token_logprobs_from_logits(logits, batch.tokens, cfg.temperature)
+  logp, entropy = _token_logprobs(model, batch.tokens, batch.positions,
+                                  cfg.temperature, cfg.logits_chunk, mask)
   loss, stats = losses.policy_loss(
       logp, batch.old_logprobs, batch.advantages, mask,
       clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high,
@@ -178,22 +194,24 @@ def rl_loss(model, batch: RLBatch, cfg: LossConfig,
     stats["kl"] = losses.masked_mean(kl, mask)
     if cfg.kl_kind != "k1_reward":
       loss = loss + cfg.kl_coef * stats["kl"]
-  entropy = losses.entropy_from_logits(logits / cfg.temperature, mask)
   stats["entropy"] = losses.masked_mean(entropy, mask)
   if cfg.entropy_coef:
     loss = loss - cfg.entropy_coef * stats["entropy"]
   if mem is not None and cfg.mem_coef > 0:
-    mem_logits = _forward_logits(model, mem.tokens, mem.positions)
-    stats["mem_nll"] = losses.masked_nll(mem_logits, mem.tokens, mem.loss_mask)
+    mem_logp, _ = _token_logprobs(model, mem.tokens, mem.positions, 1.0,
+                                  cfg.logits_chunk)
+    stats["mem_nll"] = losses.masked_nll_from_logprobs(mem_logp, mem.loss_mask)
     loss = loss + cfg.mem_coef * stats["mem_nll"]
   stats["loss"] = loss
   return loss, stats
 
 
-def nll_loss(model, batch: NLLBatch) -> tuple[jax.Array, dict[str, jax.Array]]:
+def nll_loss(model, batch: NLLBatch, logits_chunk: int = 256
+             ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Next-token NLL over the masked targets (SFT cold start, pretraining)."""
-  logits = _forward_logits(model, batch.tokens, batch.positions)
-  loss = losses.masked_nll(logits, batch.tokens, batch.loss_mask)
+  logp, _ = _token_logprobs(model, batch.tokens, batch.positions, 1.0,
+                            logits_chunk)
+  loss = losses.masked_nll_from_logprobs(logp, batch.loss_mask)
   return loss, {"loss": loss, "tokens": batch.loss_mask.sum()}
 
 
@@ -295,8 +313,9 @@ class Learner:
 
   def _logprobs(self, params, tokens, positions, temperature):
     model = nnx.merge(self.graphdef, params)
-    logits = _forward_logits(model, tokens, positions)
-    return losses.token_logprobs_from_logits(logits, tokens, temperature)
+    logp, _ = _token_logprobs(model, tokens, positions, temperature,
+                              self.loss_cfg.logits_chunk)
+    return logp
 
   def _accumulate(self, loss_fn, params, batch, extra):
     """Mean gradient and statistics over micro-batches (lax.scan)."""
@@ -333,7 +352,7 @@ class Learner:
     return self._apply(params, opt_state, grads, stats)
 
   def _sft_update(self, params, opt_state, batch, _):
-    loss_fn = lambda m, b, e: nll_loss(m, b)
+    loss_fn = lambda m, b, e: nll_loss(m, b, self.loss_cfg.logits_chunk)
     grads, stats = self._accumulate(loss_fn, params, batch, None)
     return self._apply(params, opt_state, grads, stats)
 
