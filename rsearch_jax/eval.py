@@ -123,6 +123,10 @@ def _labels(q) -> dict[str, str]:
   return out
 
 
+def _first(*values):
+  return next(v for v in values if v is not None)
+
+
 def _gold_json(gold: Sequence[str]) -> str | list[str]:
   """R1-Searcher's `answer` field: a single answer stays a string."""
   return gold[0] if len(gold) == 1 else list(gold)
@@ -139,7 +143,8 @@ def _score(q, index: int, mode: str, prompt: str, out, i: int, tokenizer,
       question=q.question, answer=_gold_json(gold), pred_ans=pred,
       stop_reason_final=out.stop_reasons[i],
       gen_text_store="".join(t for t, _ in segs),
-      index=index, idx=str(getattr(q, "idx", index)), mode=mode,
+      index=index, idx=str(_first(getattr(q, "idx", None),
+                                  getattr(q, "id", None), index)), mode=mode,
       em=float(rewards_lib.exact_match(pred, gold)),
       f1=float(rewards_lib.f1(pred, gold)),
       cover_em=float(rewards_lib.cover_exact_match(pred, gold)),

@@ -18,13 +18,14 @@ import pytest
 from flax import nnx
 
 from rsearch_jax import eval as eval_lib
+from rsearch_jax import models
 from rsearch_jax import prompts, rewards
 from rsearch_jax.data import QAExample
 from rsearch_jax.retrieval import Doc
 from rsearch_jax.sampling import (DocumentFormat, Sampler, SamplerOutput,
                                   SamplingConfig)
 from rsearch_jax.sampling._handoff import RetrievalHandoff, SearchRecord
-from rsearch_jax.testing import CharTokenizer, DictRetriever, tiny_model
+from rsearch_jax.testing import CharTokenizer, DictRetriever
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TOK = CharTokenizer()
@@ -37,10 +38,26 @@ QUESTIONS = [QAExample(str(i), q, (a,)) for i, (q, a) in enumerate([
     ("which city?", "rome")])]
 
 
+def numpy_model(vocab_size: int, seed: int = 0, favour: int | None = None):
+  """A small random Decoder with weights drawn in NumPy (no eager JAX
+  initialisation to compile, which costs seconds per op on a loaded CPU);
+  `favour` gets a large LM-head column so greedy decoding often picks it."""
+  cfg = models.ModelConfig(vocab_size=vocab_size, hidden_size=64,
+                           intermediate_size=128, num_layers=2, num_heads=4,
+                           num_kv_heads=2)
+  graphdef, shapes = nnx.split(nnx.eval_shape(
+      lambda: models.Decoder(cfg, rngs=nnx.Rngs(0))))
+  rng = np.random.default_rng(seed)
+  state = jax.tree.map(lambda s: (rng.normal(0, 0.15, s.shape) + (
+      len(s.shape) == 1)).astype(s.dtype), shapes)
+  if favour is not None:
+    state["lm_head"][...][:, favour] = rng.normal(0, 2.0, cfg.hidden_size)
+  return nnx.merge(graphdef, state)
+
+
 @pytest.fixture(scope="module")
 def model():
-  end_of_query = TOK.tag_id("<|end_of_query|>")
-  return tiny_model(TOK.vocab_size, seed=3, favour=(end_of_query,), strength=2.0)
+  return numpy_model(TOK.vocab_size, seed=3, favour=TOK.tag_id("<|end_of_query|>"))
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +76,14 @@ class Recording:
 
   def __init__(self, sampler, fail_on=None):
     self.sampler, self.fail_on, self.calls = sampler, fail_on, []
+    self.outputs = []
 
   def __call__(self, texts, seed=0):
     self.calls.append(list(texts))
     if len(self.calls) == self.fail_on:
       raise KeyboardInterrupt("simulated crash")
-    return self.sampler(texts, seed=seed)
+    self.outputs.append(self.sampler(texts, seed=seed))
+    return self.outputs[-1]
 
 
 # -- prompts -------------------------------------------------------------------
@@ -128,7 +147,9 @@ def test_modes_prompts_and_retrievals(agent_sampler, plain_sampler):
   # The model does write the query tag; without the hand-off nothing is
   # spliced (the whole completion is the model's own text).
   assert any("<|end_of_query|>" in r["gen_text_store"] for r in rows)
-  assert all("<|begin_of_documents|>" not in r["gen_text_store"] for r in rows)
+  for out in direct.outputs:
+    for i in range(len(out.texts)):
+      assert out.loss_mask[i, out.prompt_len:out.lengths[i]].all()
 
   retriever = DictRetriever({"which city?": [Doc("r", "rome", "the city")]})
   rag = eval_lib.NaiveRAG(retriever, top_k=2, doc_tokens=8)
@@ -406,7 +427,6 @@ def _tiny_hf_dir(path: pathlib.Path, corpus_texts, questions) -> pathlib.Path:
   """A byte-level BPE trained on the prompts (so they stay short) and a tiny
   random model, saved as an HF directory."""
   import tokenizers
-  from rsearch_jax import models
 
   texts = list(corpus_texts)
   for q in questions:
@@ -424,16 +444,7 @@ def _tiny_hf_dir(path: pathlib.Path, corpus_texts, questions) -> pathlib.Path:
   path.mkdir(parents=True)
   tok.save(str(path / "tokenizer.json"))
   (path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
-  # Random weights drawn in NumPy: no eager JAX initialisation to compile.
-  cfg = models.ModelConfig(vocab_size=tok.get_vocab_size(), hidden_size=64,
-                           intermediate_size=128, num_layers=2, num_heads=4,
-                           num_kv_heads=2)
-  graphdef, shapes = nnx.split(nnx.eval_shape(
-      lambda: models.Decoder(cfg, rngs=nnx.Rngs(0))))
-  rng = np.random.default_rng(0)
-  state = jax.tree.map(lambda s: (rng.normal(0, 0.1, s.shape) + (
-      len(s.shape) == 1)).astype(s.dtype), shapes)
-  models.save_hf(nnx.merge(graphdef, state), path)
+  models.save_hf(numpy_model(tok.get_vocab_size()), path)
   return path
 
 
