@@ -107,8 +107,9 @@ def synthetic_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                          temperature=1.0, max_searches=3, doc_block_len=160,
                          top_k_docs=2, doc_tokens=64))
   c.rl.group_size = 4
-  c.stages.pretrain = stage("pretrain", 600, "pretrain", 16, learning_rate=3e-3,
-                            warmup_steps=30)
+  # 72 packed rows of ~400 tokens per pass over the pretraining text.
+  c.stages.pretrain = stage("pretrain", 120, "pretrain", 16, learning_rate=3e-3,
+                            warmup_steps=10)
   c.stages.sft = stage("sft", 120, "sft", 8, learning_rate=1e-3, warmup_steps=10)
   c.eval.num_questions = 88
   c.eval.batch_size = 44

@@ -20,6 +20,7 @@ from flax import nnx
 
 from rsearch_jax import builders, eval as eval_lib, models, prompts
 from rsearch_jax import rewards as rewards_lib
+from rsearch_jax import rl as rl_lib
 from rsearch_jax import sharding
 from rsearch_jax.rl import LossConfig, RLSettings, Stage, Trainer
 
@@ -156,6 +157,8 @@ def _synthetic(cfg, mesh):
     raise ValueError(f"sampling.max_prompt_len={cfg.sampling.max_prompt_len} "
                      f"is shorter than the longest prompt ({longest} tokens with "
                      f"this tokenizer of {tok.vocab_size} pieces)")
+  # Packed to full rows (a text is ~80 tokens; rows hold seq_len, BOS first).
+  pretrain = rl_lib.pack_texts(tok, pretrain, cfg.data.seq_len - 1)
   datasets = {"pretrain": pretrain, "sft": sft, "train": splits["train"]}
   eval_sets = splits["heldout"][:cfg.eval.num_questions]
   return model, tok, retriever, datasets, prompt_fn, eval_sets

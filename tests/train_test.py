@@ -22,7 +22,7 @@ TINY = [
     "--config.model.vocab_size=400", "--config.model.hidden_size=64",
     "--config.model.intermediate_size=128", "--config.model.num_layers=2",
     "--config.data.seq_len=384", "--config.data.sft_examples=8",
-    "--config.stages.pretrain.steps=3", "--config.stages.pretrain.batch_size=4",
+    "--config.stages.pretrain.steps=3", "--config.stages.pretrain.batch_size=2",
     "--config.stages.sft.steps=6", "--config.stages.sft.batch_size=4",
     "--config.stages.sft.learning_rate=3e-3",
     "--config.stages.rl.steps=3", "--config.stages.rl.batch_size=2",

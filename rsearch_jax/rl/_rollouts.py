@@ -131,3 +131,22 @@ def nll_batch(tokenizer: Tokenizer,
     positions[i, :len(ids)] = np.arange(len(ids))
     mask[i, :len(m)] = m
   return NLLBatch(tokens=tokens, positions=positions, loss_mask=mask)
+
+
+def pack_texts(tokenizer: Tokenizer, texts: Sequence[str],
+               max_tokens: int) -> list[str]:
+  """Joins consecutive texts (newline-separated) into texts of at most
+  `max_tokens` tokens each, so pretraining rows are full rather than mostly
+  padding. Order is kept; a text longer than `max_tokens` stays alone (and
+  is truncated by the batch)."""
+  packed, current, used = [], [], 0
+  for text in texts:
+    n = len(tokenizer.encode(text)) + 1  # + the newline joining it
+    if current and used + n > max_tokens:
+      packed.append("\n".join(current))
+      current, used = [], 0
+    current.append(text)
+    used += n
+  if current:
+    packed.append("\n".join(current))
+  return packed
