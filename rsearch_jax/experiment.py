@@ -93,12 +93,20 @@ def build_trainer(cfg) -> Trainer:
   reward_tags = getattr(rewards_lib, REWARD_TAGS[cfg.method])
   method_tags = prompts.METHOD_TAGS[cfg.method]
 
+  samplers = {}
+
   def make_sampler(m, temperature=None):
-    fields = dict(cfg.sampling)
-    if temperature is not None:
-      fields["temperature"] = temperature
-    return builders.build_sampler(m, tok, fields, retriever=retriever,
-                                  method=cfg.method, mesh=mesh)
+    # One sampler per temperature, given the current weights: its jitted loop
+    # (static on the sampler's hand-off) then compiles once per run, not once
+    # per RL step and evaluation.
+    if temperature not in samplers:
+      fields = dict(cfg.sampling)
+      if temperature is not None:
+        fields["temperature"] = temperature
+      samplers[temperature] = builders.build_sampler(
+          m, tok, fields, retriever=retriever, method=cfg.method, mesh=mesh)
+    samplers[temperature].model = m
+    return samplers[temperature]
 
   def eval_fn(trainer, after):
     sampler = make_sampler(trainer.current_model(), temperature=0.0)
