@@ -303,7 +303,7 @@ def plot_curves(records: Sequence[Mapping[str, Any]], out_png,
   ncols = min(3, math.ceil(math.sqrt(len(keys))))
   nrows = math.ceil(len(keys) / ncols)
   fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows),
-                           squeeze=False)
+                           squeeze=False, layout="constrained")
   for ax, key in zip(axes.flat, keys):
     points = [(r["step"], float(r[key])) for r in records
               if _is_number(r.get(key)) and math.isfinite(r[key])]
@@ -330,7 +330,6 @@ def plot_curves(records: Sequence[Mapping[str, Any]], out_png,
     ax.set_visible(False)
   if title:
     fig.suptitle(title)
-  fig.tight_layout()
   out_png = pathlib.Path(out_png)
   out_png.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(out_png, dpi=110)
@@ -417,14 +416,20 @@ def save_table_png(rows: Sequence[Mapping[str, Any]], columns: Iterable[str],
 def progress(total: int, desc: str = "", **kwargs):
   """A tqdm progress bar over `total` steps.
 
-  Disabled (every method a no-op) when stderr is not a terminal or when the
+  A terminal bar, or a widget in a notebook; disabled (every method a no-op)
+  when stderr is neither a terminal nor a notebook's, or when the
   environment sets RSEARCH_NO_PROGRESS=1. Show metrics with
   `bar.set_postfix(reward=..., kl=...)`.
   """
-  from tqdm import tqdm
+  notebook = "ipykernel" in sys.modules
+  if notebook:
+    from tqdm.auto import tqdm
+  else:
+    from tqdm import tqdm
 
   disable = (os.environ.get("RSEARCH_NO_PROGRESS") == "1"
-             or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()))
+             or not (notebook or (hasattr(sys.stderr, "isatty")
+                                  and sys.stderr.isatty())))
   kwargs.setdefault("dynamic_ncols", True)
   return tqdm(total=total, desc=desc, disable=disable, **kwargs)
 
