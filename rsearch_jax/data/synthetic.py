@@ -378,8 +378,11 @@ class World:
     """The internal facts, each stated `repeats` times, as short texts.
 
     Each repetition of a fact uses the next of its relation's templates (so
-    all paraphrases and both directions occur), the sentences are shuffled
-    and cut into texts of `sentences_per_text` sentences.
+    all paraphrases and both directions occur). A text gathers one entity's
+    internal facts (up to `sentences_per_text` sentences, in shuffled order),
+    so names recur within a text as they do in real prose: that repetition
+    is what teaches a small model to copy a name from its context (to search
+    for the entity a question names). The texts are then shuffled.
 
     Args:
       repeats / sentences_per_text: default to the config's values.
@@ -392,17 +395,24 @@ class World:
       raise ValueError(f"pretraining_texts: repeats={repeats} and "
                        f"sentences_per_text={per_text} should be >= 1")
     rng = np.random.default_rng([self.config.seed if seed is None else seed, 1])
-    sentences = []
+    by_subject: dict[str, list[Fact]] = {}
     for fact in sorted(self.internal):
-      templates = _PRETRAIN_TEMPLATES[fact.relation]
-      start = int(rng.integers(len(templates)))
-      for r in range(repeats):
-        t = templates[(start + r) % len(templates)]
-        sentences.append(t.format(s=fact.subject, o=fact.object))
-    order = rng.permutation(len(sentences))
-    sentences = [sentences[i] for i in order]
-    return [" ".join(sentences[i:i + per_text])
-            for i in range(0, len(sentences), per_text)]
+      by_subject.setdefault(fact.subject, []).append(fact)
+    start = {f: int(rng.integers(len(_PRETRAIN_TEMPLATES[f.relation])))
+             for f in sorted(self.internal)}
+    texts = []
+    for r in range(repeats):
+      for subject in sorted(by_subject):
+        facts = by_subject[subject]
+        sentences = []
+        for i in rng.permutation(len(facts)):
+          f = facts[i]
+          templates = _PRETRAIN_TEMPLATES[f.relation]
+          t = templates[(start[f] + r) % len(templates)]
+          sentences.append(t.format(s=f.subject, o=f.object))
+        texts += [" ".join(sentences[i:i + per_text])
+                  for i in range(0, len(sentences), per_text)]
+    return [texts[i] for i in rng.permutation(len(texts))]
 
   # -- questions ---------------------------------------------------------------
 
