@@ -102,7 +102,7 @@ def synthetic_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                       num_layers=4, num_heads=4, num_kv_heads=2))
   c.mesh.fsdp = 1
   c.data.seq_len = 448
-  c.data.sft_examples = 64
+  c.data.sft_examples = 100
   c.sampling.update(dict(max_prompt_len=80, max_len=560, max_new_tokens=96,
                          temperature=1.0, max_searches=3, doc_block_len=160,
                          top_k_docs=2, doc_tokens=64))
@@ -110,7 +110,10 @@ def synthetic_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # 72 packed rows of ~400 tokens per pass over the pretraining text.
   c.stages.pretrain = stage("pretrain", 120, "pretrain", 16, learning_rate=3e-3,
                             warmup_steps=10)
-  c.stages.sft = stage("sft", 120, "sft", 8, learning_rate=1e-3, warmup_steps=10)
+  # Cold start: scripted 1-hop trajectories only (deliberately imperfect: RL
+  # has to find the 2-hop and comparison strategies), enough of them that
+  # the model copies the question's entity rather than memorising examples.
+  c.stages.sft = stage("sft", 300, "sft", 8, learning_rate=1e-3, warmup_steps=10)
   c.eval.num_questions = 88
   c.eval.batch_size = 44
   c.log.checkpoint_every = 20
