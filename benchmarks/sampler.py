@@ -105,7 +105,7 @@ def decode_benchmark(model, tok, hf, batch, new_tokens, repeats):
 def segmented_generate(sampler: Sampler, prompts_text):
   """Same rollouts as `sampler(prompts_text)`, but the loop exits to Python
   whenever a row needs a search."""
-  tok, cfg, stops = sampler.tokenizer, sampler.config, sampler.stops
+  cfg, stops = sampler.config, sampler.stops
   ids, mask = sampler.encode_prompts(prompts_text)
   graphdef, params = nnx.split(sampler.model)
   row_ids = jnp.arange(ids.shape[0])

@@ -43,6 +43,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from rsearch_jax._jsonl import read_objects
 from rsearch_jax import metrics as metrics_lib
 from rsearch_jax import prompts as prompts_lib
 from rsearch_jax import rewards as rewards_lib
@@ -298,20 +299,8 @@ def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
   Raises:
     ValueError: a line that is not a JSON object, naming file:line.
   """
-  path = pathlib.Path(path)
-  text = path.read_text(encoding="utf-8")
-  lines = text.split("\n")
-  lines.pop()  # the text after the last newline: "" or a cut write
   rows = []
-  for lineno, line in enumerate(lines, 1):
-    if not line.strip():
-      continue
-    try:
-      row = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(row, dict):
-      raise ValueError(f"{path}:{lineno}: expected a JSON object")
+  for lineno, _, row in read_objects(path, drop_cut_end=True):
     row["_line"] = lineno
     rows.append(row)
   return rows

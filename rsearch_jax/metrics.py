@@ -30,6 +30,8 @@ import sys
 import time
 from typing import Any, Iterable, Mapping, Sequence
 
+from rsearch_jax._jsonl import read_objects
+
 _RESERVED = ("step", "stage", "time")
 _METRICS = "metrics.jsonl"
 _TRACES = "traces.jsonl"
@@ -52,28 +54,13 @@ def _scalar(key: str, value) -> float:
   return out
 
 
-def _parse_lines(path: pathlib.Path, lines: Sequence[str], *, tolerate_cut_end: bool):
-  """[(line text, record)] of a JSONL file; blank lines are skipped.
-
-  With `tolerate_cut_end`, an unparsable last line without its newline (a
-  write cut short by a crash) is dropped instead of raising.
-  """
+def _records(path: pathlib.Path, *, drop_cut_end: bool):
+  """[(line text, record)] of a metrics JSONL file; each needs a `step`."""
   out = []
-  for i, line in enumerate(lines):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except ValueError as e:
-      if tolerate_cut_end and i == len(lines) - 1 and not line.endswith("\n"):
-        break
-      raise ValueError(f"{path}:{i + 1}: not valid JSON ({e})") from e
-    if not isinstance(record, dict):
-      raise ValueError(f"{path}:{i + 1}: expected a JSON object, got "
-                       f"{type(record).__name__}")
+  for lineno, line, record in read_objects(path, drop_cut_end=drop_cut_end):
     step = record.get("step")
     if not isinstance(step, int) or isinstance(step, bool):
-      raise ValueError(f"{path}:{i + 1}: missing or non-integer field 'step' "
+      raise ValueError(f"{path}:{lineno}: missing or non-integer field 'step' "
                        f"({step!r})")
     out.append((line if line.endswith("\n") else line + "\n", record))
   return out
@@ -87,10 +74,7 @@ def read_metrics(path) -> list[dict[str, Any]]:
     ValueError: a line that is not a JSON object with an integer `step`,
       named as `path:line`.
   """
-  path = pathlib.Path(path)
-  with open(path, encoding="utf-8") as f:
-    lines = f.readlines()
-  return [record for _, record in _parse_lines(path, lines, tolerate_cut_end=False)]
+  return [record for _, record in _records(pathlib.Path(path), drop_cut_end=False)]
 
 
 class _TensorBoard:
@@ -185,7 +169,7 @@ class MetricsWriter:
       return []
     with open(path, encoding="utf-8") as f:
       lines = f.readlines()
-    parsed = _parse_lines(path, lines, tolerate_cut_end=True)
+    parsed = _records(path, drop_cut_end=True)
     kept = [(line, r) for line, r in parsed if r["step"] <= keep_until]
     if "".join(line for line, _ in kept) != "".join(lines):
       tmp = path.with_name(path.name + ".tmp")

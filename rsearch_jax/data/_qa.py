@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
+
+from rsearch_jax._jsonl import read_objects
 
 PathLike = str | os.PathLike
 
@@ -135,19 +136,9 @@ def iter_qa_rows(path: os.PathLike | str) -> Iterator[tuple[str, QAExample]]:
   """("path:line", QAExample) for each non-blank line of a QA JSONL file;
   errors name path:line (and the field)."""
   path = os.fspath(path)
-  n = 0
-  # utf-8-sig: a BOM written by some editors would otherwise break line 1.
-  with open(path, encoding="utf-8-sig") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      where = f"{path}:{lineno}"
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
-      yield where, parse_qa_row(row, where, n)
-      n += 1
+  for n, (lineno, _, row) in enumerate(read_objects(path)):
+    where = f"{path}:{lineno}"
+    yield where, parse_qa_row(row, where, n)
 
 
 def _fingerprint(examples: Sequence[Any]) -> str:

@@ -24,6 +24,7 @@ import os
 import pathlib
 import re
 
+from rsearch_jax._jsonl import read_objects
 from rsearch_jax import assets
 from rsearch_jax.retrieval._base import Doc
 
@@ -40,17 +41,7 @@ def split_words(doc_id: str, title: str, text: str,
 
 
 def _json_lines(path: pathlib.Path):
-  with open(path, encoding="utf-8-sig") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-      if not isinstance(row, dict):
-        raise ValueError(f"{path}:{lineno}: expected a JSON object")
-      yield lineno, row
+  return ((lineno, row) for lineno, _, row in read_objects(path))
 
 
 def _field(path, lineno, row, name, kind):
