@@ -111,19 +111,14 @@ def main(argv):
 
   sharding.maybe_initialize_distributed(cfg.mesh.distributed)
   mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
-  model, tok = builders.load_policy(
-      builders.resolve_path(cfg.model.path, field="model.path"),
-      dtype=cfg.model.dtype, param_dtype=cfg.model.param_dtype,
-      add_tags=cfg.model.add_tags, mesh=mesh)
+  model, tok = builders.policy_from_config(cfg, mesh)
   if _CHECKPOINT.value:
     step = eval_lib.restore_policy_params(model, _CHECKPOINT.value,
                                           _CHECKPOINT_STEP.value)
     print(f"policy parameters from {_CHECKPOINT.value} step {step}")
   retriever = None
   if set(modes) & {"agent", "naive_rag"}:
-    retriever = builders.build_retriever(
-        cfg.retriever.kind, corpus=cfg.retriever.corpus, url=cfg.retriever.url,
-        protocol=cfg.retriever.protocol)
+    retriever = builders.retriever_from_config(cfg)
     if retriever is None:
       raise app.UsageError("modes agent and naive_rag need a retriever "
                            "(config retriever.kind is 'none')")

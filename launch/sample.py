@@ -32,14 +32,8 @@ def main(argv):
     raise app.UsageError("--config is required, e.g. --config=configs/r1.py:smollm2")
   sharding.maybe_initialize_distributed(cfg.mesh.distributed)
   mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
-  model_path = builders.resolve_path(cfg.model.path, field="model.path")
-  model, tok = builders.load_policy(model_path, dtype=cfg.model.dtype,
-                                    param_dtype=cfg.model.param_dtype,
-                                    add_tags=cfg.model.add_tags, mesh=mesh)
-  retriever = builders.build_retriever(cfg.retriever.kind,
-                                       corpus=cfg.retriever.corpus,
-                                       url=cfg.retriever.url,
-                                       protocol=cfg.retriever.protocol)
+  model, tok = builders.policy_from_config(cfg, mesh)
+  retriever = builders.retriever_from_config(cfg)
   sampler = builders.build_sampler(model, tok, cfg.sampling, retriever=retriever,
                                    method=cfg.method, mesh=mesh)
   rows = read_qa_jsonl(cfg.eval.file)[:cfg.eval.num_questions]

@@ -5,6 +5,8 @@ Main entry points:
   load_policy(path, *, dtype, ...)          (Decoder, Tokenizer) from local weights,
                                             with the search tags as single tokens
   build_retriever(kind, corpus=, url=, ...) a retrieval backend
+  policy_from_config(cfg, mesh) / retriever_from_config(cfg)   the same, from
+                                            a run config's model.* / retriever.*
   build_sampler(model, tok, sampling, ...)  the search-in-the-loop Sampler
 
 Launchers (`launch/*.py`) parse a config and call these; library code below
@@ -73,6 +75,20 @@ def build_retriever(kind: str, *, corpus: str = "", url: str = "",
   if kind == "bm25":
     return retrieval.make_retriever("bm25", corpus=corpus)
   return retrieval.make_retriever(kind, url=url, protocol=protocol)
+
+
+def policy_from_config(cfg, mesh=None):
+  """`load_policy` from a run config's `model.*` fields."""
+  m = cfg.model
+  return load_policy(resolve_path(m.path, field="model.path"), dtype=m.dtype,
+                     param_dtype=m.param_dtype, remat=m.remat,
+                     add_tags=m.add_tags, mesh=mesh)
+
+
+def retriever_from_config(cfg):
+  """`build_retriever` from a run config's `retriever.*` fields."""
+  r = cfg.retriever
+  return build_retriever(r.kind, corpus=r.corpus, url=r.url, protocol=r.protocol)
 
 
 def sampling_config(fields: Mapping[str, Any]) -> SamplingConfig:

@@ -200,15 +200,8 @@ def _sft_examples(cfg, world, train, prompt_fn, search, style):
 def _r1_searcher(cfg, mesh):
   """A real model on R1-Searcher's training questions."""
   from rsearch_jax.data import _qa
-  path = builders.resolve_path(cfg.model.path, field="model.path")
-  model, tok = builders.load_policy(path, dtype=cfg.model.dtype,
-                                    param_dtype=cfg.model.param_dtype,
-                                    remat=cfg.model.remat,
-                                    add_tags=cfg.model.add_tags, mesh=mesh)
-  retriever = builders.build_retriever(cfg.retriever.kind,
-                                       corpus=cfg.retriever.corpus,
-                                       url=cfg.retriever.url,
-                                       protocol=cfg.retriever.protocol)
+  model, tok = builders.policy_from_config(cfg, mesh)
+  retriever = builders.retriever_from_config(cfg)
   prompt_fn = lambda q: prompts.render_prompt(q, cfg.method, cfg.model.chat)
   from rsearch_jax.data import _tasks
   _tasks.register_qa_tasks(str(cfg.data.dir))  # R1-Searcher's sets as seqio tasks
