@@ -34,6 +34,8 @@ The config reference (README "Config reference" mirrors this):
   data.sft_examples / sft_one_hop_only / sft_search_all   the cold start
   world.*             the synthetic world (rsearch_jax.data.synthetic.WorldConfig)
   eval.num_questions / batch_size / file (a QA JSONL; real-model runs)
+  eval.rewards        rewards scoring held-out rollouts ("" = the last RL
+                      stage's), reported as eval/reward
   log.checkpoint_every / trace_every / tensorboard
 """
 
@@ -87,7 +89,7 @@ def base(method: str) -> ml_collections.ConfigDict:
       sentences_per_text=8))
   c.eval = ml_collections.ConfigDict(dict(
       num_questions=64, batch_size=16,
-      file="../shared/data/r1_searcher/eval_set/bamboogle.jsonl"))
+      file="../shared/data/r1_searcher/eval_set/bamboogle.jsonl", rewards=""))
   c.log = ml_collections.ConfigDict(dict(checkpoint_every=25, trace_every=10,
                                          tensorboard=True))
   return c

@@ -134,8 +134,8 @@ def _gold_json(gold: Sequence[str]) -> str | list[str]:
 
 
 def _score(q, index: int, mode: str, prompt: str, out, i: int, tokenizer,
-           reward_tags, pre_retrievals: int, docs: list[str] | None
-           ) -> dict[str, Any]:
+           reward_tags, pre_retrievals: int, docs: list[str] | None,
+           rewards: Sequence[str] = ()) -> dict[str, Any]:
   segs = out.segments(i, tokenizer)
   trace = rewards_lib.parse_trace(segs, reward_tags)
   pred = trace.answer or ""
@@ -155,6 +155,8 @@ def _score(q, index: int, mode: str, prompt: str, out, i: int, tokenizer,
       queries=[s.query for s in out.searches[i] if s.ran])
   if docs is not None:
     row["docs"] = docs
+  if rewards:  # the rollout scored alone (a group reward sees a group of one)
+    row["reward"] = rewards_lib.score_group([segs], gold, reward_tags, rewards)[0][0]
   return row
 
 
@@ -163,7 +165,8 @@ def evaluate(sampler, tokenizer, questions: Sequence[Any],
              batch_size: int = 16, seed: int = 0, mode: str = "agent",
              rag: NaiveRAG | None = None,
              output: str | os.PathLike | None = None,
-             judge: Judge | None = None, progress: str | None = None
+             judge: Judge | None = None, progress: str | None = None,
+             rewards: Sequence[str] = ()
              ) -> tuple[dict[str, float], list[dict[str, Any]]]:
   """Rolls out every question once and scores the answers.
 
@@ -192,6 +195,8 @@ def evaluate(sampler, tokenizer, questions: Sequence[Any],
     judge: an LLM judge; each row then gets `judge` (1.0 correct, 0.0 not)
       and `judge_output`, and the metrics `judge`.
     progress: description of a tqdm bar over the questions (None: no bar).
+    rewards: reward names (rsearch_jax.rewards); each row then gets `reward`,
+      their sum for its rollout alone, and the metrics `reward`.
 
   Returns:
     metrics: em, f1, cover_em, retrievals, answered (fraction with an answer
@@ -236,7 +241,7 @@ def evaluate(sampler, tokenizer, questions: Sequence[Any],
                   seed=seed + start)
     rows = [_score(q, i, mode, texts[j], out, j, tokenizer, reward_tags,
                    1 if rag is not None else 0,
-                   docs[j] if docs is not None else None)
+                   docs[j] if docs is not None else None, rewards)
             for j, (i, q) in enumerate(zip(todo, chunk))]
     if judge is not None:
       judge.judge_rows(rows)
@@ -254,6 +259,8 @@ def evaluate(sampler, tokenizer, questions: Sequence[Any],
 def _aggregate(rows: list[dict[str, Any]], *, judged: bool = False
                ) -> dict[str, float]:
   keys = METRIC_KEYS + (("judge",) if judged else ())
+  if rows and all("reward" in r for r in rows):
+    keys += ("reward",)
   out = {k: float(np.mean([r[k] for r in rows])) if rows else 0.0 for k in keys}
   out["n"] = float(len(rows))
   groups: dict[str, list[dict[str, Any]]] = {}

@@ -41,8 +41,7 @@ def validate(cfg) -> None:
   if cfg.rl.loss.kl_kind == "k1_reward" and cfg.rl.advantage != "reinforce_pp":
     problems.append("rl.loss.kl_kind='k1_reward' folds KL into the reward, "
                     "which only rl.advantage='reinforce_pp' does")
-  names = [n.strip() for n in cfg.curriculum.split(",") if n.strip()]
-  for n in names:
+  for n in _names(cfg.curriculum):
     if n not in cfg.stages:
       problems.append(f"curriculum names stage {n!r}, not in stages "
                       f"({', '.join(cfg.stages.keys())})")
@@ -52,17 +51,29 @@ def validate(cfg) -> None:
       problems.append(f"stages.{n}: batch_size*rl.group_size="
                       f"{st.batch_size * cfg.rl.group_size} rollouts do not split "
                       f"into rl.micro_batches={cfg.rl.micro_batches}")
+  for field, spec in [("eval.rewards", cfg.eval.rewards)] + [
+      (f"stages.{n}.rewards", st.rewards) for n, st in cfg.stages.items()]:
+    for r in _names(spec):
+      try:
+        rewards_lib.get_reward(r)
+      except (KeyError, ValueError) as e:
+        problems.append(f"{field}: {e}")
   if problems:
     raise ValueError("config: " + "; ".join(problems))
 
 
+def _names(spec: str) -> tuple[str, ...]:
+  """A comma-separated list of names, blanks dropped."""
+  return tuple(n.strip() for n in spec.split(",") if n.strip())
+
+
 def stages_from(cfg) -> list[Stage]:
   out = []
-  for n in [n.strip() for n in cfg.curriculum.split(",") if n.strip()]:
+  for n in _names(cfg.curriculum):
     st = cfg.stages[n]
     out.append(Stage(name=n, kind=st.kind, steps=st.steps, data=st.data,
                      batch_size=st.batch_size,
-                     rewards=tuple(r.strip() for r in st.rewards.split(",") if r.strip()),
+                     rewards=_names(st.rewards),
                      learning_rate=st.learning_rate, warmup_steps=st.warmup_steps))
   return out
 
@@ -108,15 +119,22 @@ def build_trainer(cfg) -> Trainer:
     samplers[temperature].model = m
     return samplers[temperature]
 
+  # Held-out rollouts are scored with one set of rewards (eval.rewards, else
+  # the last RL stage's), so eval/reward means the same after every stage.
+  stages = stages_from(cfg)
+  eval_rewards = _names(cfg.eval.rewards) or next(
+      (s.rewards for s in reversed(stages) if s.kind == "rl"), ())
+
   def eval_fn(trainer, after):
     sampler = make_sampler(trainer.current_model(), temperature=0.0)
     metrics, _ = eval_lib.evaluate(sampler, tok, eval_sets, prompt_fn,
-                                   reward_tags, batch_size=cfg.eval.batch_size)
+                                   reward_tags, batch_size=cfg.eval.batch_size,
+                                   rewards=eval_rewards)
     return metrics
 
   return Trainer(
       model=model, tokenizer=tok, make_sampler=make_sampler, tags=method_tags,
-      reward_tags=reward_tags, stages=stages_from(cfg), datasets=datasets,
+      reward_tags=reward_tags, stages=stages, datasets=datasets,
       prompt_fn=prompt_fn, rl=rl_settings(cfg), workdir=cfg.workdir,
       eval_fn=eval_fn if cfg.eval.num_questions > 0 else None,
       seq_len=cfg.data.seq_len, seed=cfg.seed, mesh=mesh,
@@ -154,11 +172,21 @@ def _synthetic(cfg, mesh):
   handoff = builders.build_sampler(model, tok, cfg.sampling, retriever=retriever,
                                    method=cfg.method).handoff
 
+  blocks: dict[str, list[int]] = {}  # block text -> the ids the sampler splices
+
   def search(query: str) -> str:
     docs = retriever.search([query], cfg.sampling.top_k_docs)[0]
-    return tok.decode(handoff.build_block(docs))
+    ids = handoff.build_block(docs)
+    blocks[tok.decode(ids)] = ids
+    return tok.decode(ids)
 
-  sft = _sft_examples(cfg, world, splits["train"], prompt_fn, search, style)
+  # Blocks enter the SFT rows as the sampler's token ids: re-encoding their
+  # text can merge pieces differently, and a model trained on one split
+  # fails on the other.
+  sft = [(prompt, [(blocks[text] if retrieved else text, retrieved)
+                   for text, retrieved in segs])
+         for prompt, segs in _sft_examples(cfg, world, splits["train"],
+                                           prompt_fn, search, style)]
   longest = max(len(tok.encode(prompt_fn(q.question)))
                 for q in splits["train"] + splits["heldout"])
   if longest > cfg.sampling.max_prompt_len:

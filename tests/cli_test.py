@@ -26,7 +26,10 @@ def _train(*overrides: str) -> subprocess.CompletedProcess:
     # An inconsistent config, naming both fields.
     ("--config.sampling.max_len=10", ["sampling.max_len=10",
                                       "sampling.max_prompt_len"]),
-], ids=["misspelled", "wrong_type", "inconsistent"])
+    # An unknown reward name, naming the field and the known rewards.
+    ("--config.stages.rl.rewards=format_penalty,answer_cm",
+     ["stages.rl.rewards", "unknown reward 'answer_cm'", "answer_cem"]),
+], ids=["misspelled", "wrong_type", "inconsistent", "unknown_reward"])
 def test_bad_config_is_one_clear_error(override, expected, tmp_path):
   out = _train(override, f"--config.workdir={tmp_path}/run")
   assert out.returncode != 0

@@ -270,6 +270,16 @@ def test_metrics_against_hand_computed_values():
                       " 0.50 | 50.0 |")
 
 
+def test_rewards_score_each_rollout_alone():
+  # R1-Searcher stage 2: F1 + format penalty. Per row (see above): 1 + 0,
+  # 2/3 + 0, 0 - 2 (think never closed, no answer), 2/3 + 0.
+  metrics, rows = _known_run(rewards=("f1", "format_penalty"))
+  assert [r["reward"] for r in rows] == pytest.approx([1, 2 / 3, -2, 2 / 3])
+  assert metrics["reward"] == pytest.approx(1 / 12)
+  assert metrics["reward/2hop"] == pytest.approx((2 / 3 - 2) / 2)
+  assert "reward" not in _known_run()[0]
+
+
 def test_predictions_file_has_r1_searcher_fields(tmp_path, shared_data):
   path = tmp_path / "preds.jsonl"
   _, rows = _known_run(output=path)

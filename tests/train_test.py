@@ -1,5 +1,5 @@
 """The launcher end to end on a shrunken demo: every stage runs, the SFT loss
-falls, the outputs are written, and a run killed with SIGKILL mid-RL resumes to
+falls and its held-out reward rises, the outputs are written, and a run killed with SIGKILL mid-RL resumes to
 exactly the metrics of an uninterrupted run."""
 
 import json
@@ -14,21 +14,28 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A few steps of every stage, tiny sizes: the curriculum's plumbing, not its
-# learning (the demo itself shows that).
+# learning (the demo itself shows that), except that the cold start must
+# teach the tiny model to call search.
+PRETRAIN, SFT, RL = 3, 80, 3
 TINY = [
     "--config.world.pretrain_repeats=2", "--config.world.num_people=20",
     "--config.world.num_films=10", "--config.world.num_companies=6",
     "--config.world.num_cities=6",
-    "--config.model.vocab_size=400", "--config.model.hidden_size=64",
-    "--config.model.intermediate_size=128", "--config.model.num_layers=2",
+    "--config.model.vocab_size=400", "--config.model.hidden_size=128",
+    "--config.model.intermediate_size=256", "--config.model.num_layers=2",
     "--config.data.seq_len=384", "--config.data.sft_examples=8",
-    "--config.stages.pretrain.steps=3", "--config.stages.pretrain.batch_size=2",
-    "--config.stages.sft.steps=6", "--config.stages.sft.batch_size=4",
+    f"--config.stages.pretrain.steps={PRETRAIN}",
+    "--config.stages.pretrain.batch_size=2",
+    f"--config.stages.sft.steps={SFT}", "--config.stages.sft.batch_size=4",
     "--config.stages.sft.learning_rate=3e-3",
-    "--config.stages.rl.steps=3", "--config.stages.rl.batch_size=2",
+    f"--config.stages.rl.steps={RL}", "--config.stages.rl.batch_size=2",
     "--config.rl.group_size=2", "--config.log.checkpoint_every=1",
     "--config.sampling.max_prompt_len=128", "--config.sampling.max_len=420",
-    "--config.sampling.max_new_tokens=48",
+    "--config.sampling.max_new_tokens=96",
+    # Held-out rollouts scored with R1-Searcher's stage-1 reward (0.5 for a
+    # search call, 0.5 for the think/answer format): partial credit that a
+    # tiny model's cold start can earn.
+    "--config.eval.rewards=retrieval,format",
 ]
 VOLATILE = {"time", "seconds", "tokens_per_s"}  # wall-clock, not results
 
@@ -53,8 +60,8 @@ def _metrics(workdir):
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("full")
-  run = subprocess.run(_cmd(workdir, "--config.eval.num_questions=4",
-                            "--config.eval.batch_size=4"),
+  run = subprocess.run(_cmd(workdir, "--config.eval.num_questions=8",
+                            "--config.eval.batch_size=8"),
                        capture_output=True, text=True, timeout=900, cwd=ROOT,
                        env=_env())
   assert run.returncode == 0, run.stderr[-4000:]
@@ -66,10 +73,13 @@ def test_every_stage_runs_and_writes_its_outputs(full_run):
   rows = _metrics(workdir)
   train = [r for r in rows if not r["stage"].startswith(("start",)) and "loss" in r]
   stages = [r["stage"] for r in train]
-  assert stages == ["pretrain"] * 3 + ["sft"] * 6 + ["rl"] * 3
-  assert [r["step"] for r in train] == list(range(1, 13))
+  assert stages == ["pretrain"] * PRETRAIN + ["sft"] * SFT + ["rl"] * RL
+  assert [r["step"] for r in train] == list(range(1, PRETRAIN + SFT + RL + 1))
   sft = [r["loss"] for r in train if r["stage"] == "sft"]
   assert sft[-1] < sft[0], sft  # the cold start learns its trajectories
+  # ... and its held-out rollouts earn more of the RL reward than before it.
+  reward = {r["stage"]: r["eval/reward"] for r in rows if "eval/reward" in r}
+  assert reward["sft"] > reward["pretrain"], reward
   rl = [r for r in train if r["stage"] == "rl"]
   for r in rl:
     for k in ("reward", "accuracy", "retrievals", "kl" if "kl" in r else "entropy",
@@ -96,9 +106,9 @@ def test_sigkill_mid_rl_then_resume_matches_uninterrupted(full_run, tmp_path):
                           text=True, cwd=ROOT, env=_env())
   metrics = workdir / "metrics.jsonl"
   deadline = time.time() + 600
-  # Kill once step 10 (the first RL step) is logged: mid-curriculum, mid-RL.
+  # Kill once the first RL step is logged: mid-curriculum, mid-RL.
   while time.time() < deadline and proc.poll() is None:
-    if metrics.is_file() and any(json.loads(l)["step"] >= 10
+    if metrics.is_file() and any(json.loads(l)["step"] > PRETRAIN + SFT
                                  for l in metrics.read_text().splitlines() if l):
       break
     time.sleep(0.2)
@@ -109,5 +119,5 @@ def test_sigkill_mid_rl_then_resume_matches_uninterrupted(full_run, tmp_path):
                        env=_env())
   assert run.returncode == 0, run.stderr[-4000:]
   got = [r for r in _metrics(workdir) if "loss" in r]
-  assert [r["step"] for r in got] == list(range(1, 13))
+  assert [r["step"] for r in got] == list(range(1, PRETRAIN + SFT + RL + 1))
   assert got == want

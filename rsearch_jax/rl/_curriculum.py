@@ -40,7 +40,7 @@ from rsearch_jax.rl._train_step import Learner, LossConfig, OptimConfig
 
 STAGE_KINDS = ("pretrain", "sft", "rl")
 # The end-of-run table: overall, then by knowledge source and by hops.
-SUMMARY_COLUMNS = ("em", "f1", "retrievals", "em/internal", "retrievals/internal",
+SUMMARY_COLUMNS = ("reward", "em", "f1", "retrievals", "em/internal", "retrievals/internal",
                    "em/corpus", "retrievals/corpus", "em/1hop", "em/2hop",
                    "answered", "n")
 

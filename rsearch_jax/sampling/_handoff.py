@@ -128,10 +128,14 @@ class RetrievalHandoff:
       room = self.fmt.block_len - len(self._open) - len(self._close)
       per_doc = min(self.fmt.doc_tokens, room // max(len(docs), 1))
       for j, doc in enumerate(docs):
-        label = self.tokenizer.encode(f"({j + 1})")
-        text = self.tokenizer.encode(doc.contents())
-        budget = max(per_doc - len(label) - len(self._newline), 0)
-        body.append(label + text[:budget] + self._newline)
+        # Encoded as one text, so the pieces are the tokenizer's natural ones
+        # (".\n" is one piece in most vocabularies); cut to the budget.
+        text = f"({j + 1}){doc.contents()}"
+        ids = self.tokenizer.encode(text + "\n")
+        if len(ids) > per_doc:
+          budget = max(per_doc - len(self._newline), 0)
+          ids = self.tokenizer.encode(text)[:budget] + self._newline
+        body.append(ids)
     ids = self._open + [t for piece in body for t in piece]
     ids = ids[:self.fmt.block_len - len(self._close)] + self._close
     return ids
