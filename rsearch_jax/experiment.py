@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
+import numpy as np
 from flax import nnx
 
 from rsearch_jax import builders, eval as eval_lib, models, prompts
@@ -152,6 +153,14 @@ def _synthetic(cfg, mesh):
   corpus = world.corpus()
   retriever = retrieval.BM25Retriever(corpus)
   pretrain = world.pretraining_texts()
+  reading = synthetic.reading_practice(world, cfg.data.reading_texts, cfg.seed)
+  if len(reading) < cfg.data.reading_texts:
+    raise ValueError(f"data.reading_texts={cfg.data.reading_texts}: the practice "
+                     f"world yields only {len(reading)}; lower it")
+  # Interleaved, so every pretraining row mixes facts and reading practice.
+  rng = np.random.default_rng([cfg.seed, 3])
+  pretrain = [pretrain[i] for i in rng.permutation(len(pretrain))] + reading
+  pretrain = [pretrain[i] for i in rng.permutation(len(pretrain))]
   style = cfg.method
   prompt_fn = lambda q: synthetic.prompt(q, style)
   workdir = pathlib.Path(cfg.workdir)
