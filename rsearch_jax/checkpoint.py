@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -162,7 +162,8 @@ class Checkpointer:
   """
 
   def __init__(self, directory, max_to_keep: int | None = 3,
-               save_interval_steps: int = 1, *, async_save: bool = False):
+               save_interval_steps: int = 1, *, async_save: bool = False,
+               keep_steps: Sequence[int] = ()):
     """Opens (creating if needed) a checkpoint directory.
 
     Args:
@@ -177,6 +178,8 @@ class Checkpointer:
         arrays are copied off the devices and writing continues in the
         background; call `wait()` before relying on it (the next `save`,
         `restore` and `close` wait by themselves).
+      keep_steps: steps never deleted by `max_to_keep` (e.g. each curriculum
+        stage's last step, to evaluate or branch from later).
     """
     if save_interval_steps < 1:
       raise ValueError(f"save_interval_steps must be >= 1, got {save_interval_steps}")
@@ -184,8 +187,14 @@ class Checkpointer:
       raise ValueError(f"max_to_keep must be >= 1 or None, got {max_to_keep}")
     self.directory = pathlib.Path(directory).expanduser().resolve()
     self._async = async_save
+    keep = dict(max_to_keep=max_to_keep)
+    if keep_steps and max_to_keep is not None:
+      policies = ocp.checkpoint_managers
+      keep = dict(preservation_policy=policies.AnyPreservationPolicy([
+          policies.LatestN(max_to_keep),
+          policies.CustomSteps(sorted({int(k) for k in keep_steps}))]))
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, save_interval_steps=save_interval_steps,
+        **keep, save_interval_steps=save_interval_steps,
         create=True, cleanup_tmp_directories=True,
         enable_async_checkpointing=async_save)
     try:

@@ -179,6 +179,20 @@ def test_max_to_keep_interval_and_latest_step(tmp_path):
   assert meta == {"s": 8}
 
 
+def test_keep_steps_survive_max_to_keep(tmp_path):
+  params = {"w": jnp.arange(3.0)}
+  with Checkpointer(tmp_path, max_to_keep=2, keep_steps=(3, 5)) as ckpt:
+    for s in range(1, 9):
+      ckpt.save(s, params=jax.tree.map(lambda x: x + s, params), opt_state={},
+                meta={"s": s})
+    assert ckpt.all_steps() == [3, 5, 7, 8]
+    p, _, _, meta = ckpt.restore(3, params_like=params)
+  np.testing.assert_array_equal(np.asarray(p["w"]), np.arange(3.0) + 3)
+  assert meta == {"s": 3}
+  with Checkpointer(tmp_path, max_to_keep=2, keep_steps=(3, 5)) as ckpt:
+    assert ckpt.all_steps() == [3, 5, 7, 8]  # reopened: nothing deleted
+
+
 def test_meta_must_be_json(tmp_path):
   with Checkpointer(tmp_path) as ckpt:
     with pytest.raises(TypeError, match="step 4.*not JSON-able"):

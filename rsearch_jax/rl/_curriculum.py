@@ -167,7 +167,9 @@ class Trainer:
   def run(self) -> list[dict[str, Any]]:
     """Runs (or resumes) the curriculum; returns the evaluation rows."""
     self.workdir.mkdir(parents=True, exist_ok=True)
-    ckpt = ckpt_lib.Checkpointer(self.workdir / "checkpoints")
+    # Each stage's last step is kept, to evaluate or branch a run from.
+    ends = np.cumsum([s.steps for s in self.stages]).tolist()
+    ckpt = ckpt_lib.Checkpointer(self.workdir / "checkpoints", keep_steps=ends)
     start_stage, start_step, positions = 0, 0, {}
     resume = ckpt.latest_step()
     if resume is not None:
