@@ -32,8 +32,6 @@ The config reference (README "Config reference" mirrors this):
   data.dir            R1-Searcher data folder (r1_searcher)
   data.seq_len        sequence length of pretrain / sft batches
   data.sft_examples / sft_one_hop_only / sft_search_all   the cold start
-  data.reading_texts  reading-practice texts about another world mixed into
-                      pretraining (data.synthetic.reading_practice)
   world.*             the synthetic world (rsearch_jax.data.synthetic.WorldConfig)
   eval.num_questions / batch_size / file (a QA JSONL; real-model runs)
   eval.rewards        rewards scoring held-out rollouts ("" = the last RL
@@ -84,8 +82,7 @@ def base(method: str) -> ml_collections.ConfigDict:
       mask_documents=True))
   c.data = ml_collections.ConfigDict(dict(
       source="r1_searcher", dir="../shared/data/r1_searcher", seq_len=256,
-      sft_examples=64, sft_one_hop_only=True, sft_search_all=True,
-      reading_texts=0))
+      sft_examples=64, sft_one_hop_only=True, sft_search_all=True))
   c.world = ml_collections.ConfigDict(dict(
       seed=0, num_people=50, num_films=25, num_companies=15, num_cities=10,
       married_fraction=0.5, internal_fraction=0.5, pretrain_repeats=30,
@@ -108,10 +105,6 @@ def synthetic_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.mesh.fsdp = 1
   c.data.seq_len = 448
   c.data.sft_examples = 100
-  # Reading practice (data.reading_texts) is off: 600 texts made the cold
-  # start worse at this budget (held-out EM 2% against 9% without; the
-  # practice world's names take tokenizer pieces and pretraining steps).
-  c.data.reading_texts = 0
   c.sampling.update(dict(max_prompt_len=80, max_len=560, max_new_tokens=96,
                          temperature=1.0, max_searches=3, doc_block_len=160,
                          top_k_docs=2, doc_tokens=64))

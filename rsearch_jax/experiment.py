@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-import numpy as np
 from flax import nnx
 
 from rsearch_jax import builders, eval as eval_lib, models, prompts
@@ -153,14 +152,6 @@ def _synthetic(cfg, mesh):
   corpus = world.corpus()
   retriever = retrieval.BM25Retriever(corpus)
   pretrain = world.pretraining_texts()
-  reading = synthetic.reading_practice(world, cfg.data.reading_texts, cfg.seed)
-  if len(reading) < cfg.data.reading_texts:
-    raise ValueError(f"data.reading_texts={cfg.data.reading_texts}: the practice "
-                     f"world yields only {len(reading)}; lower it")
-  # Interleaved, so every pretraining row mixes facts and reading practice.
-  rng = np.random.default_rng([cfg.seed, 3])
-  pretrain = [pretrain[i] for i in rng.permutation(len(pretrain))] + reading
-  pretrain = [pretrain[i] for i in rng.permutation(len(pretrain))]
   style = cfg.method
   prompt_fn = lambda q: synthetic.prompt(q, style)
   workdir = pathlib.Path(cfg.workdir)
@@ -186,8 +177,9 @@ def _synthetic(cfg, mesh):
   def search(query: str) -> str:
     docs = retriever.search([query], cfg.sampling.top_k_docs)[0]
     ids = handoff.build_block(docs)
-    blocks[tok.decode(ids)] = ids
-    return tok.decode(ids)
+    text = tok.decode(ids)
+    blocks[text] = ids
+    return text
 
   # Blocks enter the SFT rows as the sampler's token ids: re-encoding their
   # text can merge pieces differently, and a model trained on one split

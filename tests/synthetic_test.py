@@ -525,28 +525,3 @@ def test_pairs_unique_facts(world):
   assert not dupes
   assert all(len(p) == 2 for p in pairs)
 
-
-def test_reading_practice_teaches_reading_not_this_worlds_facts(world):
-  texts = S.reading_practice(world, 200, seed=5)
-  assert len(texts) == 200 and len(set(texts)) == 200
-  assert texts == S.reading_practice(world, 200, seed=5)
-  ours = {w for name in world.people + world.films + world.companies +
-          world.cities for w in name.split()}
-  pattern = re.compile(r"Question: (.+\?)\n\(1\)(.+)\n(.+)\n\(2\)(.+)\n(.+)\n"
-                       r"(.+?\.) So the answer is (.+)\.$")
-  first = 0
-  for text in texts:
-    assert not ours & set(re.findall(r"[A-Za-z]+", text)), text
-    m = pattern.match(text)
-    assert m, text
-    question, t1, d1, t2, d2, sentence, answer = m.groups()
-    # The restated sentence is in one of the two documents, it gives the
-    # answer, and the question names that document's entity.
-    docs = {t1: d1, t2: d2}
-    source = [t for t, d in docs.items() if sentence in d]
-    assert len(source) == 1, text
-    assert source[0] in question and sentence.rstrip(".").endswith(answer), text
-    first += source[0] == t1
-  assert 60 < first < 140  # the answering document is first about half the time
-  with pytest.raises(ValueError, match="n=-1"):
-    S.reading_practice(world, -1)

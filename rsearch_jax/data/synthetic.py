@@ -422,63 +422,6 @@ class World:
     return _all_questions(self)
 
 
-def reading_practice(world: World, n: int, seed: int = 0) -> list[str]:
-  """`n` reading-comprehension texts about a *different* world, for pretraining.
-
-  A pretrained language model arrives able to read a passage and copy a fact
-  out of it; a tiny model trained from scratch on `pretraining_texts` (which
-  never needs that) is not. These texts teach the skill without teaching any
-  fact of `world`: each is a 1-hop question about a practice world (same
-  sizes, another seed; texts naming any word of `world`'s names are dropped),
-  two of that world's documents (the one that answers, and another, in random
-  order), and the answer read from them:
-
-      Question: Where was Kosa Virel born?
-      (1)Tamber Works
-      Tamber Works was founded by ... .
-      (2)Kosa Virel
-      Kosa Virel was born in the city of Drel. ...
-      Kosa Virel was born in the city of Drel. So the answer is Drel.
-
-  No search tags appear, so the search behaviour itself is still learned
-  only from the cold start and RL.
-  """
-  if n < 0:
-    raise ValueError(f"reading_practice: n={n} should be >= 0")
-  if n == 0:
-    return []
-  practice = make_world(dataclasses.replace(world.config,
-                                            seed=world.config.seed + 7919))
-  ours = {w for name in world.people + world.films + world.companies +
-          world.cities for w in name.split()}
-  docs = {d.title: d for d in practice.corpus()}
-  rng = np.random.default_rng([seed, 2])
-  items = []
-  for q in practice.questions():
-    if q.kind != "1hop":
-      continue
-    hop = _hops_of(q, practice)[0]
-    items.append((q, hop, docs[hop.start]))
-  texts: list[str] = []
-  order = rng.permutation(len(items))
-  for k in range(len(items) * 8):  # each question with several distractors
-    if len(texts) == n:
-      break
-    q, hop, doc = items[order[k % len(items)]]
-    other = docs[sorted(docs)[int(rng.integers(len(docs)))]]
-    if other.title == doc.title:
-      continue
-    shown = [doc, other] if rng.random() < 0.5 else [other, doc]
-    answer = q.answers[0]
-    text = (f"Question: {q.question}\n" +
-            "".join(f"({j + 1}){d.contents()}\n" for j, d in enumerate(shown)) +
-            f"{practice.sentence(hop.fact, about=hop.start)} "
-            f"So the answer is {answer}.")
-    if text not in texts and not ours.intersection(re.findall(r"[A-Za-z]+", text)):
-      texts.append(text)
-  return texts
-
-
 def _join_names(names: Sequence[str]) -> str:
   if len(names) == 1:
     return names[0]
