@@ -32,9 +32,6 @@ The config reference (README "Config reference" mirrors this):
   data.dir            R1-Searcher data folder (r1_searcher)
   data.seq_len        sequence length of pretrain / sft batches
   data.sft_examples / sft_one_hop_only / sft_search_all   the cold start
-  data.practice_worlds  the cold start also scripts every 1-hop question of
-                      this many other worlds (never pretrained: only reading
-                      the documents answers them)
   world.*             the synthetic world (rsearch_jax.data.synthetic.WorldConfig)
   eval.num_questions / batch_size / file (a QA JSONL; real-model runs)
   eval.rewards        rewards scoring held-out rollouts ("" = the last RL
@@ -85,8 +82,7 @@ def base(method: str) -> ml_collections.ConfigDict:
       mask_documents=True))
   c.data = ml_collections.ConfigDict(dict(
       source="r1_searcher", dir="../shared/data/r1_searcher", seq_len=256,
-      sft_examples=64, sft_one_hop_only=True, sft_search_all=True,
-      practice_worlds=0))
+      sft_examples=64, sft_one_hop_only=True, sft_search_all=True))
   c.world = ml_collections.ConfigDict(dict(
       seed=0, num_people=50, num_films=25, num_companies=15, num_cities=10,
       married_fraction=0.5, internal_fraction=0.5, pretrain_repeats=30,

@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-import numpy as np
-
 from flax import nnx
 
 from rsearch_jax import builders, eval as eval_lib, models, prompts
@@ -153,14 +151,12 @@ def _synthetic(cfg, mesh):
   splits = synthetic.make_splits(world, seed=cfg.seed)
   corpus = world.corpus()
   retriever = retrieval.BM25Retriever(corpus)
-  practice = _practice_worlds(cfg, world)
   pretrain = world.pretraining_texts()
   style = cfg.method
   prompt_fn = lambda q: synthetic.prompt(q, style)
   workdir = pathlib.Path(cfg.workdir)
   tok_texts = pretrain + [d.contents() for d in corpus] + [
-      prompt_fn(q.question) for q in splits["train"]] + [
-          d.contents() for w, r in practice for d in w.corpus()]
+      prompt_fn(q.question) for q in splits["train"]]
   tok = tok_lib.SentencePieceTokenizer.train(tok_texts, cfg.model.vocab_size,
                                              workdir / "tokenizer")
   mcfg = models.ModelConfig(
@@ -178,36 +174,20 @@ def _synthetic(cfg, mesh):
 
   blocks: dict[str, list[int]] = {}  # block text -> the ids the sampler splices
 
-  def searcher(r):
-    def search(query: str) -> str:
-      docs = r.search([query], cfg.sampling.top_k_docs)[0]
-      ids = handoff.build_block(docs)
-      text = tok.decode(ids)
-      blocks[text] = ids
-      return text
-    return search
+  def search(query: str) -> str:
+    docs = retriever.search([query], cfg.sampling.top_k_docs)[0]
+    ids = handoff.build_block(docs)
+    text = tok.decode(ids)
+    blocks[text] = ids
+    return text
 
-  examples = _sft_examples(cfg, world, splits["train"], prompt_fn,
-                           searcher(retriever), style)
-  reading = []  # The practice trajectories, also as pretraining text.
-  names = {d.title for d in corpus}
-  for w, r in practice:  # Every 1-hop question of each practice world.
-    for q in w.questions():
-      if q.kind == "1hop" and names.isdisjoint(q.entities + q.answers):
-        try:
-          segs = synthetic.scripted_trajectory(q, w, style, searcher(r),
-                                               search_all=True)
-        except ValueError:
-          continue
-        examples.append((prompt_fn(q.question), segs))
-        reading.append(examples[-1][0] + "".join(text for text, _ in segs))
-  order = np.random.default_rng([cfg.seed, 7]).permutation(len(examples))
   # Blocks enter the SFT rows as the sampler's token ids: re-encoding their
   # text can merge pieces differently, and a model trained on one split
   # fails on the other.
   sft = [(prompt, [(blocks[text] if retrieved else text, retrieved)
                    for text, retrieved in segs])
-         for prompt, segs in (examples[i] for i in order)]
+         for prompt, segs in _sft_examples(cfg, world, splits["train"],
+                                           prompt_fn, search, style)]
   longest = max(len(tok.encode(prompt_fn(q.question)))
                 for q in splits["train"] + splits["heldout"])
   if longest > cfg.sampling.max_prompt_len:
@@ -216,36 +196,9 @@ def _synthetic(cfg, mesh):
                      f"this tokenizer of {tok.vocab_size} pieces)")
   # Packed to full rows (a text is ~80 tokens; rows hold seq_len, BOS first).
   pretrain = rl_lib.pack_texts(tok, pretrain, cfg.data.seq_len - 1)
-  if reading:
-    rng = np.random.default_rng([cfg.seed, 8])
-    pnames = sorted({d.title for w, _ in practice for d in w.corpus()} - names)
-    for _ in range(2000):
-      seq = ", ".join(rng.choice(pnames, size=10, replace=False))
-      reading.append(f"Names: {seq}. Again: {seq}.")
-    rng.shuffle(reading)
-    # As many rows of the world's facts as of reading practice: copying a
-    # name out of the context is learned here, at the pretraining rate.
-    reading = rl_lib.pack_texts(tok, reading, cfg.data.seq_len - 1)
-    pretrain = pretrain * max(1, round(len(reading) / len(pretrain))) + reading
   datasets = {"pretrain": pretrain, "sft": sft, "train": splits["train"]}
   eval_sets = splits["heldout"][:cfg.eval.num_questions]
   return model, tok, retriever, datasets, prompt_fn, eval_sets
-
-
-def _practice_worlds(cfg, world):
-  """`data.practice_worlds` other worlds (seeds after the demo's), each with
-  its BM25 retriever, for the cold start only: their facts are never in the
-  pretraining text, so their questions can only be answered by reading the
-  documents. (`_synthetic` drops a practice question that names anything
-  the demo's world also names.)"""
-  from rsearch_jax import retrieval
-  from rsearch_jax.data import synthetic
-  out = []
-  for i in range(cfg.data.practice_worlds):
-    w = synthetic.make_world(synthetic.WorldConfig(
-        **{**cfg.world, "seed": cfg.world.seed + 1 + i}))
-    out.append((w, retrieval.BM25Retriever(w.corpus())))
-  return out
 
 
 def _sft_examples(cfg, world, train, prompt_fn, search, style):
