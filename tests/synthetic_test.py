@@ -524,4 +524,3 @@ def test_pairs_unique_facts(world):
   dupes = [p for p, n in collections.Counter(pairs).items() if n > 1]
   assert not dupes
   assert all(len(p) == 2 for p in pairs)
-
