@@ -216,7 +216,46 @@ def main():
     handoff_table(model, tok, args)
 
 
+def matmul_floor(model, batch, repeats):
+  """Milliseconds of one decode step's matrix products alone, in JAX and in
+  PyTorch: every layer's q/k/v/o, gate/up/down projections and the LM head on
+  `batch` rows, with the model's weights (no attention, norms or cache).
+
+  No decode loop can take less than its framework's figure, whatever it does
+  around the products; transformers' step time over ours bounds the ratio.
+  """
+  import torch
+  d = model.cfg.hidden_size
+  weights = [tuple(np.array(w[...]).reshape(sh) for w, sh in (
+      (b.q, (d, -1)), (b.k, (d, -1)), (b.v, (d, -1)), (b.o, (-1, d)),
+      (b.gate, (d, -1)), (b.up, (d, -1)), (b.down, (-1, d))))
+      for b in model.layers]
+  embed = np.array(model.embed[...])
+  d_kv = weights[0][1].shape[1]
+
+  def step(x, weights, embed, pad, silu):
+    for q, k, v, o, gate, up, down in weights:
+      x = x + (x @ q + pad(x @ k + x @ v, d_kv)) @ o
+      x = x + (silu(x @ gate) * (x @ up)) @ down
+    return x @ embed.T
+
+  x = np.random.default_rng(0).normal(0, 0.01, (batch, d)).astype(np.float32)
+  jax_pad = lambda y, n: jnp.pad(y, ((0, 0), (0, d - n)))
+  jax_step = jax.jit(lambda x, w, e: step(x, w, e, jax_pad, jax.nn.silu))
+  jw = jax.tree.map(jnp.asarray, weights)
+  je, jx = jnp.asarray(embed), jnp.asarray(x)
+  ours = best_time(lambda: jax_step(jx, jw, je).block_until_ready(), 5 * repeats)
+  tw = [tuple(torch.from_numpy(w) for w in ws) for ws in weights]
+  torch_pad = lambda y, n: torch.nn.functional.pad(y, (0, d - n))
+  with torch.no_grad():
+    theirs = best_time(lambda: step(torch.from_numpy(x), tw, torch.from_numpy(embed),
+                                    torch_pad, torch.nn.functional.silu),
+                       5 * repeats)
+  return 1e3 * ours, 1e3 * theirs
+
+
 def decode_table(model, tok, hf, args):
+  rows = []
   print("| decode, greedy, %d new tokens | ours tok/s | transformers tok/s | ratio |"
         " same tokens |" % args.new_tokens)
   print("|---|---|---|---|---|")
@@ -225,6 +264,14 @@ def decode_table(model, tok, hf, args):
                                            args.new_tokens, args.repeats)
     print(f"| batch {batch} | {ours:.0f} | {theirs:.0f} | {ours / theirs:.2f}x |"
           f" {agree:.0%} |")
+    rows.append((batch, 1e3 * batch / ours, 1e3 * batch / theirs))
+  print("\n| ms per decode step | ours (loop) | transformers | matmuls only, JAX |"
+        " matmuls only, PyTorch | ratio bound |")
+  print("|---|---|---|---|---|---|")
+  for batch, ours_ms, theirs_ms in rows:
+    jax_ms, torch_ms = matmul_floor(model, batch, args.repeats)
+    print(f"| batch {batch} | {ours_ms:.1f} | {theirs_ms:.1f} | {jax_ms:.1f} |"
+          f" {torch_ms:.1f} | {theirs_ms / jax_ms:.2f}x |")
 
 
 def handoff_table(model, tok, args):
