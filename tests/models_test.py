@@ -230,3 +230,23 @@ def test_training_learns_in_context_copying_without_seeing_the_future():
   losses = np.asarray(token_losses(model, batch(np.random.default_rng(1))))
   assert losses[:, -n:].mean() < 0.3  # copied: chance is ln(124) = 4.8 nats
   assert losses[:, :noise + n - 1].mean() > 4.0  # unpredictable stays so
+
+
+@pytest.mark.parametrize("left", [True, False], ids=["left_pad", "right_pad"])
+def test_causal_blocks_match_transformers(left, tmp_path, monkeypatch):
+  """A pass longer than CAUSAL_BLOCK skips the masked key blocks: the logits
+  still equal transformers' (blocks of 8 over 37 positions, padded rows)."""
+  from rsearch_jax.models import _decoder
+  monkeypatch.setattr(_decoder, "CAUSAL_BLOCK", 8)
+  hf, path = _hf_model("qwen2", tmp_path)
+  ours, cfg = models.load_hf(path)
+  tokens, mask = _padded_batch(np.random.default_rng(2), cfg.vocab_size,
+                               [37, 20, 9, 1], 37, left)
+  positions = np.asarray(models.positions_from_mask(jnp.asarray(mask)))
+  with torch.no_grad():
+    ref = hf(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask),
+             position_ids=torch.tensor(np.maximum(positions, 0))).logits.numpy()
+  logits, _ = ours(jnp.asarray(tokens, jnp.int32), jnp.asarray(positions))
+  valid = mask.astype(bool)
+  err = np.abs(np.asarray(logits)[valid] - ref[valid]).max()
+  assert err < 1e-4, err
