@@ -3,14 +3,16 @@ this machine's measured matmul peak.
 
     python benchmarks/train_step.py [--seq_len=1024] [--batch=4] [--repeats=3]
         [--remat=both] [--logits_chunk=256] [--micro_batches=1]
-        [--shapes=SmolLM2-135M,demo]
+        [--shapes=SmolLM2-135M,demo] [--causal_blocks=256,off]
 
 Two model shapes with random weights: SmolLM2-135M's (30 layers, width 576,
 GQA 9/3 heads, vocab 49152) and the demo's tiny decoder. One `Learner.rl_step`
 (forward + backward + AdamW on a full RL batch: policy loss, k3 KL, entropy,
 masked) on [batch, seq_len] rollouts, best of `--repeats`; and the forward
 alone (`Learner.logprobs`, the same teacher-forced pass without gradients),
-to split where the time goes.
+to split where the time goes. `--causal_blocks` lists the attention's
+query-block sizes to compare (`models._decoder.CAUSAL_BLOCK`; "off" attends
+over the full square, as before the blocks).
 
 Each configuration runs in its own process, so its peak resident memory
 (getrusage ru_maxrss, compilation included) is its own, and one that runs
@@ -91,6 +93,8 @@ def model_flops(cfg, b: int, t: int) -> float:
 
 def run_one(spec: dict) -> dict:
   """One configuration, timed in this process."""
+  from rsearch_jax.models import _decoder
+  _decoder.CAUSAL_BLOCK = spec["causal_block"] or 1 << 30
   cfg = SHAPES[spec["shape"]].replace(remat=bool(spec["remat"]))
   learner = Learner(models.Decoder(cfg, rngs=nnx.Rngs(0)),
                     OptimConfig(learning_rate=1e-6),
@@ -131,6 +135,8 @@ def main():
   ap.add_argument("--logits_chunk", type=int, default=256)
   ap.add_argument("--micro_batches", type=int, default=1)
   ap.add_argument("--shapes", default="SmolLM2-135M,demo")
+  ap.add_argument("--causal_blocks", default="256",
+                  help='query-block sizes, comma-separated; "off" = no blocks')
   ap.add_argument("--_one", help=argparse.SUPPRESS)
   args = ap.parse_args()
   if args._one:
@@ -143,10 +149,12 @@ def main():
       raise SystemExit(f"--shapes: unknown shape {shape!r}; known: {list(SHAPES)}")
     remats = {"off": [0], "on": [1], "both": [0, 1]}[args.remat]
     for remat in remats if shape == "SmolLM2-135M" else [0]:
-      specs.append(dict(shape=shape, remat=remat, batch=args.batch,
-                        seq_len=args.seq_len, repeats=args.repeats,
-                        logits_chunk=args.logits_chunk,
-                        micro_batches=args.micro_batches))
+      for block in args.causal_blocks.split(","):
+        specs.append(dict(shape=shape, remat=remat, batch=args.batch,
+                          seq_len=args.seq_len, repeats=args.repeats,
+                          logits_chunk=args.logits_chunk,
+                          micro_batches=args.micro_batches,
+                          causal_block=0 if block.strip() == "off" else int(block)))
   peak_before = matmul_peak()
   results = [(spec, _spawn(spec)) for spec in specs]
   peak_after = matmul_peak()
@@ -155,13 +163,15 @@ def main():
   print(f"jax {jax.__version__}, {os.cpu_count()} cores; float32 matmul peak "
         f"measured {peak_before:.0f} (before) / {peak_after:.0f} (after) GFLOP/s; "
         f"MFU against {peak:.0f} and (in brackets) the nominal {NOMINAL_PEAK:.0f}\n")
-  print("| model | params | remat | logits chunk | micro-batches | batch x seq |"
-        " s / step | forward s | tokens/s | model TFLOP/step | MFU | peak RSS GB |")
-  print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+  print("| model | params | remat | logits chunk | micro-batches | causal block |"
+        " batch x seq | s / step | forward s | tokens/s | model TFLOP/step | MFU |"
+        " peak RSS GB |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for spec, r in results:
     head = (f"| {spec['shape']} | {SHAPES[spec['shape']].num_params() / 1e6:.1f}M |"
             f" {'on' if spec['remat'] else 'off'} | {spec['logits_chunk']} |"
-            f" {spec['micro_batches']} | {spec['batch']} x {spec['seq_len']} |")
+            f" {spec['micro_batches']} | {spec['causal_block'] or 'off'} |"
+            f" {spec['batch']} x {spec['seq_len']} |")
     if r is None:
       print(head + " failed (see stderr) | | | | | |")
       continue
