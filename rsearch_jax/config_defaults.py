@@ -32,6 +32,9 @@ The config reference (README "Config reference" mirrors this):
   data.dir            R1-Searcher data folder (r1_searcher)
   data.seq_len        sequence length of pretrain / sft batches
   data.sft_examples / sft_one_hop_only / sft_search_all   the cold start
+  data.sft_renamed_worlds   cold-start trajectories (up to sft_examples each)
+                      in that many worlds with shuffled names (synthetic)
+  data.whole_word_names     every name word one token (synthetic tokenizer)
   world.*             the synthetic world (rsearch_jax.data.synthetic.WorldConfig)
   eval.num_questions / batch_size / file (a QA JSONL; real-model runs)
   eval.rewards        rewards scoring held-out rollouts ("" = the last RL
@@ -82,7 +85,8 @@ def base(method: str) -> ml_collections.ConfigDict:
       mask_documents=True))
   c.data = ml_collections.ConfigDict(dict(
       source="r1_searcher", dir="../shared/data/r1_searcher", seq_len=256,
-      sft_examples=64, sft_one_hop_only=True, sft_search_all=True))
+      sft_examples=64, sft_one_hop_only=True, sft_search_all=True,
+      sft_renamed_worlds=0, whole_word_names=False))
   c.world = ml_collections.ConfigDict(dict(
       seed=0, num_people=50, num_films=25, num_companies=15, num_cities=10,
       married_fraction=0.5, internal_fraction=0.5, pretrain_repeats=30,

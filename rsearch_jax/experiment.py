@@ -158,7 +158,9 @@ def _synthetic(cfg, mesh):
   tok_texts = pretrain + [d.contents() for d in corpus] + [
       prompt_fn(q.question) for q in splits["train"]]
   tok = tok_lib.SentencePieceTokenizer.train(tok_texts, cfg.model.vocab_size,
-                                             workdir / "tokenizer")
+                                             workdir / "tokenizer",
+                                             whole_words=world.name_words()
+                                             if cfg.data.whole_word_names else ())
   mcfg = models.ModelConfig(
       vocab_size=tok.vocab_size, hidden_size=cfg.model.hidden_size,
       intermediate_size=cfg.model.intermediate_size,
@@ -174,20 +176,35 @@ def _synthetic(cfg, mesh):
 
   blocks: dict[str, list[int]] = {}  # block text -> the ids the sampler splices
 
-  def search(query: str) -> str:
-    docs = retriever.search([query], cfg.sampling.top_k_docs)[0]
-    ids = handoff.build_block(docs)
-    text = tok.decode(ids)
-    blocks[text] = ids
-    return text
+  def searcher(engine):
+    def search(query: str) -> str:
+      docs = engine.search([query], cfg.sampling.top_k_docs)[0]
+      ids = handoff.build_block(docs)
+      text = tok.decode(ids)
+      blocks[text] = ids
+      return text
+    return search
 
+  examples = _sft_examples(cfg, world, splits["train"], prompt_fn,
+                           searcher(retriever), style)
+  # Counterfactual worlds (names shuffled): their answers must be read.
+  keep = {e for q in splits["heldout_entities"] for e in q.entities}
+  heldout_texts = {q.question for q in splits["heldout"]}
+  for k in range(cfg.data.sft_renamed_worlds):
+    other = world.renamed(k, keep=keep)
+    questions = [q for q in other.questions() if q.kind == "1hop"
+                 and not keep.intersection(q.entities)
+                 and q.question not in heldout_texts]
+    examples += _scripted(other, synthetic.sft_questions(
+        questions, len(questions), seed=cfg.seed + k), prompt_fn,
+        searcher(retrieval.BM25Retriever(other.corpus())), style, True,
+        cfg.data.sft_examples)
   # Blocks enter the SFT rows as the sampler's token ids: re-encoding their
   # text can merge pieces differently, and a model trained on one split
   # fails on the other.
   sft = [(prompt, [(blocks[text] if retrieved else text, retrieved)
                    for text, retrieved in segs])
-         for prompt, segs in _sft_examples(cfg, world, splits["train"],
-                                           prompt_fn, search, style)]
+         for prompt, segs in examples]
   longest = max(len(tok.encode(prompt_fn(q.question)))
                 for q in splits["train"] + splits["heldout"])
   if longest > cfg.sampling.max_prompt_len:
@@ -211,19 +228,30 @@ def _sft_examples(cfg, world, train, prompt_fn, search, style):
   candidates = synthetic.sft_questions(train, len(pool),
                                        one_hop_only=cfg.data.sft_one_hop_only,
                                        seed=cfg.seed)
+  out = _scripted(world, candidates, prompt_fn, search, style,
+                  cfg.data.sft_search_all, n)
+  if len(out) < n:
+    raise ValueError(f"data.sft_examples={n}: only {len(out)} scripted "
+                     "trajectories found their facts; raise sampling.doc_tokens "
+                     "or lower data.sft_examples")
+  return out
+
+
+def _scripted(world, questions, prompt_fn, search, style, search_all, n):
+  """Up to n (prompt, segments) trajectories, skipping the questions whose
+  search block misses a hop's fact."""
+  from rsearch_jax.data import synthetic
   out = []
-  for q in candidates:
+  for q in questions:
     try:
       segs = synthetic.scripted_trajectory(q, world, style, search,
-                                           search_all=cfg.data.sft_search_all)
+                                           search_all=search_all)
     except ValueError:
       continue
     out.append((prompt_fn(q.question), segs))
     if len(out) == n:
-      return out
-  raise ValueError(f"data.sft_examples={n}: only {len(out)} scripted "
-                   "trajectories found their facts; raise sampling.doc_tokens "
-                   "or lower data.sft_examples")
+      break
+  return out
 
 
 def _r1_searcher(cfg, mesh):

@@ -176,6 +176,7 @@ class SentencePieceTokenizer(Tokenizer):
       vocab_size: int,
       out_dir: PathLike,
       name: str = "spm",
+      whole_words: Sequence[str] = (),
   ) -> SentencePieceTokenizer:
     """Trains a BPE SentencePiece model on `texts`; writes out_dir/name.model.
 
@@ -191,6 +192,12 @@ class SentencePieceTokenizer(Tokenizer):
         corpus may not support as many pieces (`hard_vocab_limit=False`).
       out_dir: folder to write the model into (created if missing).
       name: the model file's stem.
+      whole_words: words made single pieces (after the tags), matched anywhere
+        in text like the tags. A word then has one id wherever it stands: a
+        BPE piece otherwise differs with and without its leading space
+        ("Naba" after a tag, "▁Naba" after a word), so copying a name from a
+        question into a query or from a document into an answer would need a
+        learned mapping per name. The synthetic world passes its names.
 
     Returns:
       The trained tokenizer, loaded from the written file.
@@ -208,7 +215,8 @@ class SentencePieceTokenizer(Tokenizer):
         unk_id=1,
         bos_id=2,
         eos_id=3,
-        user_defined_symbols=list(TAGS),
+        user_defined_symbols=list(TAGS) + [w for w in whole_words
+                                           if w not in TAGS],
         byte_fallback=True,
         # Rare characters go to bytes rather than to their own pieces.
         character_coverage=0.9995,

@@ -524,3 +524,37 @@ def test_pairs_unique_facts(world):
   dupes = [p for p, n in collections.Counter(pairs).items() if n > 1]
   assert not dupes
   assert all(len(p) == 2 for p in pairs)
+
+
+def test_renamed_world_is_the_same_world_under_a_name_shuffle(world, splits):
+  """A renamed world maps every fact through one permutation of the names of
+  each kind (years kept), keeps the held-out entities in place, has nothing
+  internal, and answers its own questions from its own corpus."""
+  keep = {e for q in splits["heldout_entities"] for e in q.entities}
+  other = world.renamed(3, keep=keep)
+  assert other == world.renamed(3, keep=keep)
+  assert other.facts != world.renamed(4, keep=keep).facts
+  rename = {}
+  for old, new in ((o, n) for kind in ("people", "films", "companies", "cities")
+                   for o, n in zip(getattr(world, kind), getattr(other, kind))):
+    rename[old] = new
+    assert world.kind_of(old) == other.kind_of(new)
+  assert sorted(rename) == sorted(rename.values())  # a permutation
+  assert all(rename[n] == n for n in keep)
+  moved = [n for n in rename if rename[n] != n]
+  assert len(moved) > 0.8 * (len(rename) - len(keep))
+  def key(subject, relation, obj):  # married_to is symmetric
+    ends = sorted((subject, obj)) if relation == "married_to" else (subject, obj)
+    return (ends[0], relation, ends[1])
+
+  r = lambda n: rename.get(n, n)
+  assert {key(r(f.subject), f.relation, r(f.object)) for f in world.facts} == {
+      key(f.subject, f.relation, f.object) for f in other.facts}
+  assert not other.internal and not any(map(other.is_internal, other.facts))
+  facts = DocFacts(other.corpus())
+  one_hop = [q for q in other.questions() if q.kind == "1hop"]
+  assert len(one_hop) > 100
+  for q in one_hop:
+    (fact,) = q.facts
+    assert frozenset((fact.subject, fact.object)) in facts.pairs, q
+    assert not q.internal

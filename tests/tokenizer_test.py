@@ -341,3 +341,23 @@ def test_gguf_unsupported_model(tmp_path):
   with pytest.raises(ValueError, match="'llama'") as info:
     tok_lib.BPETokenizer.from_gguf(path)
   assert str(path) in str(info.value)
+
+
+def test_spm_whole_words_have_one_id_in_every_context(tmp_path):
+  """A whole word is one piece with the same id after a tag, after a space,
+  at the start of a line and before punctuation; text still round-trips."""
+  texts = _facts(400)
+  words = ["Vorantel", "Kelmir", "Dova"]
+  texts += [f"{w} met {v} in town.\n{v} and {w} left." for w in words
+            for v in words]
+  whole = tok_lib.SentencePieceTokenizer.train(texts, 600, tmp_path / "b",
+                                               whole_words=words)
+  contexts = ["<answer>{}</answer>", "the film {} was", "x\n{} was", "(1){}.",
+              "so {}."]
+  for word in words:
+    (wid,) = whole.encode(word)
+    for c in contexts:
+      assert wid in whole.encode(c.format(word)), (c, word)
+    assert whole.encode(" " + word)[-1:] == [wid]
+  for text in ROUND_TRIP + texts[-3:]:
+    assert whole.decode(whole.encode(text)) == text

@@ -290,6 +290,12 @@ class World:
         about.setdefault(f.object, []).append(f)
     return about
 
+  def name_words(self) -> list[str]:
+    """Every word of every entity name (company suffixes included), sorted:
+    the demo's tokenizer makes each one a single piece."""
+    names = self.people + self.films + self.companies + self.cities
+    return sorted({w for n in names for w in n.split()})
+
   def kind_of(self, name: str) -> str:
     """"person" | "film" | "company" | "city"; KeyError for an unknown name."""
     return self._kinds[name]
@@ -415,6 +421,31 @@ class World:
     return [texts[i] for i in rng.permutation(len(texts))]
 
   # -- questions ---------------------------------------------------------------
+
+  def renamed(self, seed: int, keep: Iterable[str] = ()) -> World:
+    """The same world with its names shuffled within each kind (people among
+    people, cities among cities ...), every fact carried along, and no fact
+    internal: a counterfactual world the model cannot have memorized.
+
+    The cold start adds trajectories in such worlds (`data.sft_renamed_worlds`)
+    so that its answers can only be read from the documents: "Where was X
+    born?" has another answer in each renamed world. Names in `keep` keep
+    their place (the held-out entities, which no training text may involve).
+    """
+    rng = np.random.default_rng([self.config.seed, 7, seed])
+    keep = frozenset(keep)
+    rename: dict[str, str] = {}
+    for group in (self.people, self.films, self.companies, self.cities):
+      moving = [n for n in group if n not in keep]
+      rename.update(zip(moving, (moving[i] for i in rng.permutation(len(moving)))))
+    r = lambda name: rename.get(name, name)  # years are kept
+    facts = tuple(sorted(_canonical(Fact(r(f.subject), f.relation, r(f.object)))
+                         for f in self.facts))
+    return World(config=self.config, people=tuple(map(r, self.people)),
+                 films=tuple(map(r, self.films)),
+                 companies=tuple(map(r, self.companies)),
+                 cities=tuple(map(r, self.cities)), facts=facts,
+                 internal=frozenset())
 
   def questions(self) -> list[Question]:
     """Every candidate question (all comparison pairs included); see

@@ -1,0 +1,65 @@
+"""The demo's data assembly (`experiment._synthetic`): the cold start's
+trajectories in renamed worlds and the whole-word tokenizer."""
+
+import importlib.util
+import pathlib
+import re
+
+import jax
+
+from rsearch_jax import experiment, sharding
+from rsearch_jax.data import synthetic
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _config(tmp_path, **data):
+  spec = importlib.util.spec_from_file_location("r1pp", ROOT / "configs" / "r1pp.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  cfg = module.get_config("demo")
+  cfg.workdir = str(tmp_path)
+  cfg.world.update(dict(num_people=20, num_films=10, num_companies=6,
+                        num_cities=6, pretrain_repeats=2))
+  cfg.model.update(dict(vocab_size=1024, hidden_size=32, intermediate_size=64,
+                        num_layers=1))
+  cfg.data.update(dict(sft_examples=8, **data))
+  cfg.sampling.update(dict(doc_tokens=80, doc_block_len=168, max_len=600))
+  return cfg
+
+
+def _answer(segments):
+  text = "".join(t if isinstance(t, str) else "" for t, _ in segments)
+  return re.search(r"<answer>(.*?)</answer>", text).group(1)
+
+
+def test_renamed_worlds_add_counterfactual_trajectories(tmp_path):
+  cfg = _config(tmp_path, sft_renamed_worlds=3, whole_word_names=True)
+  mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+  model, tok, retriever, datasets, prompt_fn, eval_sets = experiment._synthetic(
+      cfg, mesh)
+  world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
+  splits = synthetic.make_splits(world, seed=cfg.seed)
+  sft = datasets["sft"]
+  assert len(sft) == 8 + 3 * 8
+  real = {prompt_fn(q.question): q.answers[0] for q in world.questions()}
+  held_names = {e for q in splits["heldout_entities"] for e in q.entities}
+  held_prompts = {prompt_fn(q.question) for q in splits["heldout"]}
+  differs = 0
+  for i, (prompt, segments) in enumerate(sft):
+    assert prompt not in held_prompts
+    if i < 8:  # the real world's own trajectories come first
+      assert _answer(segments) == real[prompt]
+      continue
+    # The prompt names no held-out entity, and the answer is the renamed
+    # world's: the real world often answers the same question differently.
+    assert not any(n in prompt for n in held_names), prompt
+    differs += _answer(segments) != real.get(prompt)
+    # Retrieved blocks are the sampler's ids and decode to documents that
+    # state the answer the trajectory gives.
+    blocks = [tok.decode(ids) for ids, retrieved in segments if retrieved]
+    assert blocks and any(_answer(segments) in b for b in blocks)
+  assert differs > 0.5 * 3 * 8
+  # Whole-word names: each name word is one token.
+  for word in world.name_words():
+    assert len(tok.encode(word)) == 1, word
