@@ -36,6 +36,14 @@ def validate(cfg) -> None:
   if s.max_len <= s.max_prompt_len:
     problems.append(f"sampling.max_len={s.max_len} must exceed "
                     f"sampling.max_prompt_len={s.max_prompt_len}")
+  if cfg.data.sft_renamed_worlds < 0:
+    problems.append(f"data.sft_renamed_worlds={cfg.data.sft_renamed_worlds} "
+                    "should be >= 0")
+  if (cfg.data.sft_renamed_worlds or cfg.data.whole_word_names) and (
+      cfg.data.source != "synthetic"):
+    problems.append("data.sft_renamed_worlds and data.whole_word_names apply "
+                    "to the synthetic world only (data.source="
+                    f"{cfg.data.source!r})")
   if cfg.rl.loss.mem_coef > 0 and cfg.rl.memorization == "none":
     problems.append("rl.loss.mem_coef > 0 needs rl.memorization='rule' or 'policy'")
   if cfg.rl.loss.kl_kind == "k1_reward" and cfg.rl.advantage != "reinforce_pp":

@@ -29,7 +29,11 @@ def _train(*overrides: str) -> subprocess.CompletedProcess:
     # An unknown reward name, naming the field and the known rewards.
     ("--config.stages.rl.rewards=format_penalty,answer_cm",
      ["stages.rl.rewards", "unknown reward 'answer_cm'", "answer_cem"]),
-], ids=["misspelled", "wrong_type", "inconsistent", "unknown_reward"])
+    # An out-of-range count, naming the field.
+    ("--config.data.sft_renamed_worlds=-1", ["data.sft_renamed_worlds=-1",
+                                             ">= 0"]),
+], ids=["misspelled", "wrong_type", "inconsistent", "unknown_reward",
+        "negative_count"])
 def test_bad_config_is_one_clear_error(override, expected, tmp_path):
   out = _train(override, f"--config.workdir={tmp_path}/run")
   assert out.returncode != 0
