@@ -197,7 +197,8 @@ class SentencePieceTokenizer(Tokenizer):
         BPE piece otherwise differs with and without its leading space
         ("Naba" after a tag, "▁Naba" after a word), so copying a name from a
         question into a query or from a document into an answer would need a
-        learned mapping per name. The synthetic world passes its names.
+        learned mapping per name. The synthetic world passes its names
+        when `data.whole_word_names` is set.
 
     Returns:
       The trained tokenizer, loaded from the written file.

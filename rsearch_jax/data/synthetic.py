@@ -420,8 +420,6 @@ class World:
                   for i in range(0, len(sentences), per_text)]
     return [texts[i] for i in rng.permutation(len(texts))]
 
-  # -- questions ---------------------------------------------------------------
-
   def renamed(self, seed: int, keep: Iterable[str] = ()) -> World:
     """The same world with its names shuffled within each kind (people among
     people, cities among cities ...), every fact carried along, and no fact
@@ -446,6 +444,8 @@ class World:
                  companies=tuple(map(r, self.companies)),
                  cities=tuple(map(r, self.cities)), facts=facts,
                  internal=frozenset())
+
+  # -- questions ---------------------------------------------------------------
 
   def questions(self) -> list[Question]:
     """Every candidate question (all comparison pairs included); see
