@@ -8,7 +8,9 @@ The config reference (README "Config reference" mirrors this):
   curriculum          stage names in order, comma-separated ("pretrain,sft,rl")
   stages.NAME.kind    "pretrain" | "sft" | "rl"
   stages.NAME.steps / batch_size / learning_rate / warmup_steps
-  stages.NAME.data    dataset key ("pretrain", "sft", "train", "stage_1", ...)
+  stages.NAME.data    dataset key ("pretrain", "sft", "train", "stage_1", ...;
+                      synthetic "train_unseen": the training questions the
+                      cold start did not script)
   stages.NAME.rewards comma-separated reward names (rsearch_jax.rewards)
   model.path          "asset:NAME", .gguf file or HF dir (real models);
                       "scratch" for the demo's tiny model
@@ -25,6 +27,8 @@ The config reference (README "Config reference" mirrors this):
   rl.whiten           normalise advantages over the batch's sampled tokens
   rl.micro_batches    gradient accumulation
   rl.memorization     "none" | "rule" | "policy" (R1-Searcher++ rewriter)
+  rl.fit_multiple     an update is as wide as its longest rollout, rounded up
+                      to this multiple (0: always sampling.max_len)
   rl.loss.*           clip_eps, clip_eps_high, kl_coef, kl_kind ("k1_reward" |
                       "k2" | "k3"), entropy_coef, aggregation, mem_coef (mu),
                       mask_documents (False only for the ablation)
@@ -78,7 +82,7 @@ def base(method: str) -> ml_collections.ConfigDict:
       doc_tokens=60))
   c.rl = ml_collections.ConfigDict(dict(
       group_size=8, advantage="reinforce_pp", whiten=False, micro_batches=1,
-      memorization="none"))
+      memorization="none", fit_multiple=64))
   c.rl.loss = ml_collections.ConfigDict(dict(
       clip_eps=0.2, clip_eps_high=0.2, kl_coef=0.0, kl_kind="k3",
       entropy_coef=0.0, aggregation="token_mean", mem_coef=0.0,

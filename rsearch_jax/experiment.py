@@ -44,6 +44,8 @@ def validate(cfg) -> None:
     problems.append("data.sft_renamed_worlds and data.whole_word_names apply "
                     "to the synthetic world only (data.source="
                     f"{cfg.data.source!r})")
+  if cfg.rl.fit_multiple < 0:
+    problems.append(f"rl.fit_multiple={cfg.rl.fit_multiple} must be >= 0")
   if cfg.rl.loss.mem_coef > 0 and cfg.rl.memorization == "none":
     problems.append("rl.loss.mem_coef > 0 needs rl.memorization='rule' or 'policy'")
   if cfg.rl.loss.kl_kind == "k1_reward" and cfg.rl.advantage != "reinforce_pp":
@@ -94,7 +96,8 @@ def rl_settings(cfg) -> RLSettings:
   return RLSettings(group_size=cfg.rl.group_size, advantage=cfg.rl.advantage,
                     whiten=cfg.rl.whiten, loss=loss,
                     micro_batches=cfg.rl.micro_batches,
-                    memorization=cfg.rl.memorization)
+                    memorization=cfg.rl.memorization,
+                    fit_multiple=cfg.rl.fit_multiple)
 
 
 def build_trainer(cfg) -> Trainer:
@@ -221,7 +224,12 @@ def _synthetic(cfg, mesh):
                      f"this tokenizer of {tok.vocab_size} pieces)")
   # Packed to full rows (a text is ~80 tokens; rows hold seq_len, BOS first).
   pretrain = rl_lib.pack_texts(tok, pretrain, cfg.data.seq_len - 1)
-  datasets = {"pretrain": pretrain, "sft": sft, "train": splits["train"]}
+  # RL may train on the questions the cold start did not script, as
+  # R1-Searcher keeps its SFT and RL questions apart.
+  scripted = {prompt for prompt, _ in examples}
+  datasets = {"pretrain": pretrain, "sft": sft, "train": splits["train"],
+              "train_unseen": [q for q in splits["train"]
+                               if prompt_fn(q.question) not in scripted]}
   eval_sets = splits["heldout"][:cfg.eval.num_questions]
   return model, tok, retriever, datasets, prompt_fn, eval_sets
 

@@ -1,5 +1,6 @@
 """The demo's data assembly (`experiment._synthetic`): the cold start's
-trajectories in renamed worlds and the whole-word tokenizer."""
+trajectories in renamed worlds, the whole-word tokenizer, and the RL
+questions the cold start left out."""
 
 import importlib.util
 import pathlib
@@ -63,3 +64,18 @@ def test_renamed_worlds_add_counterfactual_trajectories(tmp_path):
   # Whole-word names: each name word is one token.
   for word in world.name_words():
     assert len(tok.encode(word)) == 1, word
+
+
+def test_train_unseen_holds_the_questions_the_cold_start_did_not_script(tmp_path):
+  cfg = _config(tmp_path)
+  mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+  _, _, _, datasets, prompt_fn, _ = experiment._synthetic(cfg, mesh)
+  world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
+  train = synthetic.make_splits(world, seed=cfg.seed)["train"]
+  scripted = [prompt for prompt, _ in datasets["sft"]]
+  unseen = [prompt_fn(q.question) for q in datasets["train_unseen"]]
+  assert len(scripted) == 8 and not set(scripted) & set(unseen)
+  assert sorted(scripted + unseen) == sorted(prompt_fn(q.question) for q in train)
+  # The cold start is 1-hop only, so every multi-hop question stays for RL.
+  assert sum(q.hops == 2 for q in datasets["train_unseen"]) == sum(
+      q.hops == 2 for q in train)

@@ -12,7 +12,7 @@ from flax import nnx
 
 from rsearch_jax import models, sharding
 from rsearch_jax.rl import (Learner, LossConfig, NLLBatch, OptimConfig,
-                            RLBatch, rl_loss)
+                            RLBatch, fitted_width, nll_batch, rl_loss)
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -116,6 +116,45 @@ def test_masked_positions_carry_no_gradient():
   pa, pb = _params(a), _params(b)
   for k in pa:
     np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
+
+
+def test_fitted_width_rounds_the_longest_row_up():
+  assert fitted_width([5, 17, 9], 40, 8) == 24
+  assert fitted_width([5, 17, 9], 20, 8) == 20  # at most max_len
+  assert fitted_width([5, 17, 9], 40, 0) == 40  # 0: never narrowed
+  assert fitted_width([], 40, 8) == 8
+
+
+def test_narrowed_batches_give_the_same_update():
+  """An RL batch and a memorization batch cut to their longest row (as the
+  curriculum does with rl.fit_multiple) update the parameters exactly as the
+  full-width batches, whose extra columns are padding."""
+  wide_t, prompt = 40, 6
+  batch = _rl_batch(seed=4, t=24, prompt=prompt)
+  extra = wide_t - 24
+  wide = RLBatch(*(np.pad(x, ((0, 0), (0, extra)),
+                          constant_values=-1 if name == "positions" else 0)
+                   for name, x in zip(("tokens", "positions", "loss_mask",
+                                       "old_logprobs", "ref_logprobs",
+                                       "advantages"), dataclasses.astuple(batch))))
+  rng = np.random.default_rng(5)
+  pad_id = 0
+  examples = [(rng.integers(1, CFG.vocab_size, prompt).tolist(),
+               [(rng.integers(1, CFG.vocab_size, n).tolist(), False)])
+              for n in (4, 9, 13)]
+  tok = type("Tok", (), {"pad_id": pad_id})()
+  mem_wide = nll_batch(tok, examples, wide_t, rows=8)
+  mem_fit = nll_batch(tok, examples, wide_t, rows=8, fit_multiple=8)
+  assert mem_wide.tokens.shape == (8, wide_t)
+  assert mem_fit.tokens.shape == (8, 24)  # 6 + 13 = 19 tokens, rounded to 24
+  loss = dataclasses.replace(LOSS, mem_coef=0.5)
+  a, b = Learner(_model(), OPTIM, loss), Learner(_model(), OPTIM, loss)
+  sa, sb = a.rl_step(wide, mem_wide), b.rl_step(batch, mem_fit)
+  for k in ("loss", "kl", "entropy", "mem_nll", "grad_norm"):
+    assert sa[k] == pytest.approx(sb[k], rel=1e-5, abs=1e-6), k
+  pa, pb = _params(a), _params(b)
+  for k in pa:
+    np.testing.assert_allclose(pb[k], pa[k], atol=1e-6, err_msg=k)
 
 
 def test_first_update_ratio_is_one_against_own_logprobs():

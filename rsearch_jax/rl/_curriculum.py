@@ -90,6 +90,9 @@ class RLSettings:
     loss: the objective (clipping, KL, entropy, mu, the document mask).
     micro_batches: gradient accumulation per update.
     memorization: "none", "rule" (rewrite_rule_based) or "policy".
+    fit_multiple: an update's batches are as wide as their longest row,
+      rounded up to this multiple (few compiled shapes); 0 keeps them at the
+      sampler's max_len (one shape, e.g. where compiling is slow).
   """
 
   group_size: int = 4
@@ -98,6 +101,7 @@ class RLSettings:
   loss: LossConfig = LossConfig()
   micro_batches: int = 1
   memorization: str = "none"
+  fit_multiple: int = 64
 
 
 @dataclasses.dataclass
@@ -262,16 +266,17 @@ class Trainer:
                                          list(it.answers)) for s in group]
     rewards = np.asarray(totals, np.float32)
     loss_cfg = self.rl.loss
-    mask = rollouts.training_mask(out, loss_cfg.mask_documents)
+    width = rollouts.fitted_width(out.lengths, out.tokens.shape[1],
+                                  self.rl.fit_multiple)
+    tokens, positions = out.tokens[:, :width], out.positions[:, :width]
+    mask = rollouts.training_mask(out, loss_cfg.mask_documents)[:, :width]
     if loss_cfg.mask_documents:
-      old = out.logprobs
+      old = out.logprobs[:, :width]
     else:  # the ablation: score every completion token with the policy
-      old = np.asarray(learner.logprobs(out.tokens, out.positions,
-                                        loss_cfg.temperature))
+      old = np.asarray(learner.logprobs(tokens, positions, loss_cfg.temperature))
     ref = None
     if loss_cfg.kl_coef > 0:
-      ref = np.asarray(learner.logprobs(out.tokens, out.positions,
-                                        loss_cfg.temperature,
+      ref = np.asarray(learner.logprobs(tokens, positions, loss_cfg.temperature,
                                         params=self._ref_params))
     adv = rollouts.token_advantages(
         rewards, mask, group_size=g, method=self.rl.advantage, logprobs=old,
@@ -285,7 +290,8 @@ class Trainer:
       n_mem = len(mem_examples)
       mem = rollouts.nll_batch(
           self.tokenizer, [(p, [(c, False)]) for p, c in mem_examples],
-          out.tokens.shape[1], rows=len(prompts))
+          out.tokens.shape[1], rows=len(prompts),
+          fit_multiple=self.rl.fit_multiple)
     stats = learner.rl_step(batch, mem)
     sampled = out.loss_mask.sum(axis=1)
     m = dict(stats)

@@ -6,6 +6,7 @@ Main entry points:
   rl_batch(out, advantages, ...)              SamplerOutput -> RLBatch
   nll_batch(tokenizer, examples, max_len)     (prompt, segments) pairs ->
                                               NLLBatch (SFT, memorization)
+  fitted_width(lengths, max_len, multiple)    how many columns an update needs
 
 Rollouts of one prompt are consecutive rows (group_size of them).
 """
@@ -23,6 +24,19 @@ from rsearch_jax.rl._train_step import NLLBatch, RLBatch
 from rsearch_jax.tokenizer import Tokenizer
 
 
+def fitted_width(lengths: Sequence[int] | np.ndarray, max_len: int,
+                 multiple: int) -> int:
+  """Columns an update needs: the longest row rounded up to `multiple`, at
+  most `max_len` (`multiple` 0: always `max_len`).
+
+  The columns past every row's end are padding, which a causal model's loss
+  never reads, so dropping them changes no number; rounding keeps the
+  jitted update to a few shapes.
+  """
+  if multiple <= 0:
+    return max_len
+  longest = max([int(n) for n in lengths] + [1])
+  return min(max_len, -(-longest // multiple) * multiple)
 
 
 def token_advantages(rewards: np.ndarray, loss_mask: np.ndarray, *,
@@ -78,11 +92,13 @@ def training_mask(out, mask_documents: bool = True) -> np.ndarray:
 def rl_batch(out, advantages: np.ndarray, loss_mask: np.ndarray,
              old_logprobs: np.ndarray, ref_logprobs: np.ndarray | None = None
              ) -> RLBatch:
-  """The arrays of one RL update, in the sampler's [B, T] layout."""
-  zeros = np.zeros(out.tokens.shape, np.float32)
+  """The arrays of one RL update, in the sampler's [B, T] layout; the other
+  arrays may be narrower than the sampler's (`fitted_width`) and set T."""
+  width = loss_mask.shape[1]
+  zeros = np.zeros(loss_mask.shape, np.float32)
   return RLBatch(
-      tokens=np.asarray(out.tokens, np.int32),
-      positions=np.asarray(out.positions, np.int32),
+      tokens=np.asarray(out.tokens[:, :width], np.int32),
+      positions=np.asarray(out.positions[:, :width], np.int32),
       loss_mask=np.asarray(loss_mask, np.int32),
       old_logprobs=np.where(loss_mask, old_logprobs, 0).astype(np.float32),
       ref_logprobs=(zeros if ref_logprobs is None else
@@ -112,20 +128,24 @@ def encode_example(tokenizer: Tokenizer, prompt: str | Sequence[int],
 
 def nll_batch(tokenizer: Tokenizer,
               examples: Sequence[tuple[str | Sequence[int], Sequence[Segment]]],
-              max_len: int, rows: int | None = None) -> NLLBatch:
+              max_len: int, rows: int | None = None,
+              fit_multiple: int = 0) -> NLLBatch:
   """Right-padded [rows, max_len] batch; longer examples are truncated.
 
   `rows` pads the batch with empty rows (mask 0) to a fixed count, so the
-  jitted update sees one shape.
+  jitted update sees one shape. `fit_multiple` > 0 narrows the batch to its
+  longest example rounded up to that multiple (`fitted_width`).
   """
   rows = len(examples) if rows is None else rows
   if len(examples) > rows:
     raise ValueError(f"{len(examples)} examples do not fit in {rows} rows")
+  encoded = [encode_example(tokenizer, prompt, segments)
+             for prompt, segments in examples]
+  max_len = fitted_width([len(ids) for ids, _ in encoded], max_len, fit_multiple)
   tokens = np.full((rows, max_len), tokenizer.pad_id, np.int32)
   positions = np.full((rows, max_len), -1, np.int32)
   mask = np.zeros((rows, max_len), np.int32)
-  for i, (prompt, segments) in enumerate(examples):
-    ids, m = encode_example(tokenizer, prompt, segments)
+  for i, (ids, m) in enumerate(encoded):
     ids, m = ids[:max_len], m[:max_len]
     tokens[i, :len(ids)] = ids
     positions[i, :len(ids)] = np.arange(len(ids))
