@@ -35,8 +35,8 @@ def get_config(preset: str = "demo"):
   if preset == "demo":
     synthetic_demo(c)
     c.curriculum = "pretrain,sft,rl"
-    c.stages.rl = stage("rl", 60, "train", 8, rewards=RL_REWARDS,
-                        learning_rate=2e-5)
+    c.stages.rl = stage("rl", 60, "train_unseen", 8, rewards=RL_REWARDS,
+                        learning_rate=5e-5)
   else:
     c.data.source = "r1_searcher"
     c.model.add_tags = False

@@ -116,7 +116,7 @@ def synthetic_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.sampling.update(dict(max_prompt_len=80, max_len=560, max_new_tokens=96,
                          temperature=1.0, max_searches=3, doc_block_len=160,
                          top_k_docs=2, doc_tokens=64))
-  c.rl.group_size = 4
+  c.rl.group_size = 8
   # 72 packed rows of ~400 tokens per pass over the pretraining text.
   c.stages.pretrain = stage("pretrain", 120, "pretrain", 16, learning_rate=3e-3,
                             warmup_steps=10)
