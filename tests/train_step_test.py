@@ -12,7 +12,9 @@ from flax import nnx
 
 from rsearch_jax import models, sharding
 from rsearch_jax.rl import (Learner, LossConfig, NLLBatch, OptimConfig,
-                            RLBatch, fitted_width, nll_batch, rl_loss)
+                            RLBatch, fit_to_rollouts, fitted_width,
+                            nll_batch, rl_loss)
+from rsearch_jax.sampling import SamplerOutput
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -123,6 +125,27 @@ def test_fitted_width_rounds_the_longest_row_up():
   assert fitted_width([5, 17, 9], 20, 8) == 20  # at most max_len
   assert fitted_width([5, 17, 9], 40, 0) == 40  # 0: never narrowed
   assert fitted_width([], 40, 8) == 8
+
+
+def test_fit_to_rollouts_drops_only_padding_columns():
+  b, t = 2, 32
+  lengths = np.array([5, 11], np.int32)
+  slots = np.arange(t)[None]
+  used = slots < lengths[:, None]
+  rng = np.random.default_rng(0)
+  out = SamplerOutput(
+      tokens=np.where(used, rng.integers(1, 99, (b, t)), 0).astype(np.int32),
+      loss_mask=(used & (slots >= 3)).astype(np.int32),
+      logprobs=np.where(used & (slots >= 3), -1.5, 0).astype(np.float32),
+      positions=np.where(used, slots, -1).astype(np.int32),
+      lengths=lengths, prompt_len=3, num_searches=np.zeros(b, np.int32),
+      stop_reasons=["stop"] * b, searches=[[], []], texts=["", ""])
+  cut = fit_to_rollouts(out, 8)
+  assert cut.tokens.shape == cut.positions.shape == (b, 16)
+  for name in ("tokens", "loss_mask", "logprobs", "positions"):
+    np.testing.assert_array_equal(getattr(cut, name), getattr(out, name)[:, :16])
+  assert (out.positions[:, 16:] == -1).all() and not out.loss_mask[:, 16:].any()
+  assert fit_to_rollouts(out, 0).tokens.shape == (b, t)
 
 
 def test_narrowed_batches_give_the_same_update():

@@ -266,17 +266,18 @@ class Trainer:
                                          list(it.answers)) for s in group]
     rewards = np.asarray(totals, np.float32)
     loss_cfg = self.rl.loss
-    width = rollouts.fitted_width(out.lengths, out.tokens.shape[1],
-                                  self.rl.fit_multiple)
-    tokens, positions = out.tokens[:, :width], out.positions[:, :width]
-    mask = rollouts.training_mask(out, loss_cfg.mask_documents)[:, :width]
+    max_len = out.tokens.shape[1]
+    out = rollouts.fit_to_rollouts(out, self.rl.fit_multiple)
+    mask = rollouts.training_mask(out, loss_cfg.mask_documents)
     if loss_cfg.mask_documents:
-      old = out.logprobs[:, :width]
+      old = out.logprobs
     else:  # the ablation: score every completion token with the policy
-      old = np.asarray(learner.logprobs(tokens, positions, loss_cfg.temperature))
+      old = np.asarray(learner.logprobs(out.tokens, out.positions,
+                                        loss_cfg.temperature))
     ref = None
     if loss_cfg.kl_coef > 0:
-      ref = np.asarray(learner.logprobs(tokens, positions, loss_cfg.temperature,
+      ref = np.asarray(learner.logprobs(out.tokens, out.positions,
+                                        loss_cfg.temperature,
                                         params=self._ref_params))
     adv = rollouts.token_advantages(
         rewards, mask, group_size=g, method=self.rl.advantage, logprobs=old,
@@ -290,8 +291,7 @@ class Trainer:
       n_mem = len(mem_examples)
       mem = rollouts.nll_batch(
           self.tokenizer, [(p, [(c, False)]) for p, c in mem_examples],
-          out.tokens.shape[1], rows=len(prompts),
-          fit_multiple=self.rl.fit_multiple)
+          max_len, rows=len(prompts), fit_multiple=self.rl.fit_multiple)
     stats = learner.rl_step(batch, mem)
     sampled = out.loss_mask.sum(axis=1)
     m = dict(stats)

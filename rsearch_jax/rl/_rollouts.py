@@ -7,12 +7,14 @@ Main entry points:
   nll_batch(tokenizer, examples, max_len)     (prompt, segments) pairs ->
                                               NLLBatch (SFT, memorization)
   fitted_width(lengths, max_len, multiple)    how many columns an update needs
+  fit_to_rollouts(out, multiple)              SamplerOutput cut to that width
 
 Rollouts of one prompt are consecutive rows (group_size of them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import jax.numpy as jnp
@@ -37,6 +39,15 @@ def fitted_width(lengths: Sequence[int] | np.ndarray, max_len: int,
     return max_len
   longest = max([int(n) for n in lengths] + [1])
   return min(max_len, -(-longest // multiple) * multiple)
+
+
+def fit_to_rollouts(out, multiple: int):
+  """The sampler output with its [B, T] arrays cut to `fitted_width` of its
+  rows' lengths: what an update reads, without the all-padding columns."""
+  width = fitted_width(out.lengths, out.tokens.shape[1], multiple)
+  return dataclasses.replace(
+      out, tokens=out.tokens[:, :width], loss_mask=out.loss_mask[:, :width],
+      logprobs=out.logprobs[:, :width], positions=out.positions[:, :width])
 
 
 def token_advantages(rewards: np.ndarray, loss_mask: np.ndarray, *,
@@ -92,13 +103,11 @@ def training_mask(out, mask_documents: bool = True) -> np.ndarray:
 def rl_batch(out, advantages: np.ndarray, loss_mask: np.ndarray,
              old_logprobs: np.ndarray, ref_logprobs: np.ndarray | None = None
              ) -> RLBatch:
-  """The arrays of one RL update, in the sampler's [B, T] layout; the other
-  arrays may be narrower than the sampler's (`fitted_width`) and set T."""
-  width = loss_mask.shape[1]
-  zeros = np.zeros(loss_mask.shape, np.float32)
+  """The arrays of one RL update, in the sampler's [B, T] layout."""
+  zeros = np.zeros(out.tokens.shape, np.float32)
   return RLBatch(
-      tokens=np.asarray(out.tokens[:, :width], np.int32),
-      positions=np.asarray(out.positions[:, :width], np.int32),
+      tokens=np.asarray(out.tokens, np.int32),
+      positions=np.asarray(out.positions, np.int32),
       loss_mask=np.asarray(loss_mask, np.int32),
       old_logprobs=np.where(loss_mask, old_logprobs, 0).astype(np.float32),
       ref_logprobs=(zeros if ref_logprobs is None else
