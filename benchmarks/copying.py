@@ -21,7 +21,8 @@ Batches of 32 random rows of 96 tokens, the loss on every copied token but
 the first. `--reference` also trains transformers' LlamaForCausalLM
 (PyTorch) of the same shape, with the same optimizer, schedule and batches,
 on the content-based task: the peer that says whether a slow curve is this
-decoder's or the architecture's. The numbers are learning curves, not
+decoder's or the architecture's (PyTorch and transformers come with the
+`test` extra). The numbers are learning curves, not
 timings.
 """
 
@@ -41,31 +42,30 @@ from rsearch_jax import models
 VOCAB, WIDTH, ROWS, SEP = 1024, 96, 32, 3
 
 
-def fixed_offset(rng: np.random.Generator):
-  """Rows `noise(16), x(12), SEP, x` and the mask of the copied tokens."""
-  n, pre = 12, 16
+def _copy_rows(rng: np.random.Generator, copy_len, noise_len):
+  """ROWS rows `noise, x, SEP, x` (lengths drawn by the two callables) and
+  the mask of the copied tokens after the first."""
   tokens = np.zeros((ROWS, WIDTH), np.int32)
   mask = np.zeros((ROWS, WIDTH), np.float32)
   for i in range(ROWS):
+    n = copy_len(rng)
+    pre = noise_len(rng, n)
     x = rng.integers(4, VOCAB, n)
     seq = np.concatenate([rng.integers(4, VOCAB, pre), x, [SEP], x])
     tokens[i, :len(seq)] = seq
     mask[i, pre + n + 2:len(seq)] = 1
   return tokens, mask
+
+
+def fixed_offset(rng: np.random.Generator):
+  """Rows `noise(16), x(12), SEP, x`: the copy's offset is always 13."""
+  return _copy_rows(rng, lambda r: 12, lambda r, n: 16)
 
 
 def content_based(rng: np.random.Generator):
   """Rows `noise(random), x(8-29), SEP, x`: the copy's offset varies."""
-  tokens = np.zeros((ROWS, WIDTH), np.int32)
-  mask = np.zeros((ROWS, WIDTH), np.float32)
-  for i in range(ROWS):
-    n = int(rng.integers(8, 30))
-    pre = int(rng.integers(0, WIDTH - 2 * n - 2))
-    x = rng.integers(4, VOCAB, n)
-    seq = np.concatenate([rng.integers(4, VOCAB, pre), x, [SEP], x])
-    tokens[i, :len(seq)] = seq
-    mask[i, pre + n + 2:len(seq)] = 1
-  return tokens, mask
+  return _copy_rows(rng, lambda r: int(r.integers(8, 30)),
+                    lambda r, n: int(r.integers(0, WIDTH - 2 * n - 2)))
 
 
 def learning_curve(task, args) -> list[tuple[int, float, float]]:

@@ -42,8 +42,8 @@ __all__ = [
     "AGGREGATIONS", "KL_KINDS", "entropy_from_logits", "kl_penalty",
     "masked_mean", "masked_nll", "policy_loss", "token_logprobs_from_logits",
     "PolicyRewriter", "memorization_examples", "rewrite_rule_based",
-    "fit_to_rollouts", "fitted_width", "nll_batch", "pack_texts", "rl_batch", "token_advantages",
-    "training_mask",
+    "fit_to_rollouts", "fitted_width", "nll_batch", "pack_texts", "rl_batch",
+    "token_advantages", "training_mask",
     "Learner", "LossConfig", "NLLBatch", "OptimConfig", "RLBatch",
     "make_optimizer", "nll_loss", "rl_loss", "RLSettings", "Stage", "Trainer",
 ]
