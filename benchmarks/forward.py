@@ -24,6 +24,7 @@ a 256 MB copy).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pathlib
 import sys
@@ -199,8 +200,8 @@ def main():
       # cursor (the slots it rewrites are overwritten in place).
       _, _, c = decode(state, tok, tpos, live[0], steps)
       jax.block_until_ready(c)
-      live[0] = models.KVCache(k=c.k, v=c.v, pos=jnp.asarray(ctx_pos),
-                               end=jnp.asarray(ctx_end))
+      live[0] = dataclasses.replace(c, pos=jnp.asarray(ctx_pos),
+                                    end=jnp.asarray(ctx_end))
 
     with torch.no_grad():
       out = hf(torch.tensor(ctx_ids), use_cache=True)

@@ -1,6 +1,7 @@
 """The decoder against HF transformers (PyTorch CPU) on the same random weights,
 the KV cache against the full pass, and the HF import / export round trip."""
 
+import dataclasses
 import json
 
 import jax
@@ -83,11 +84,22 @@ def test_logits_match_transformers(case, left, tmp_path):
   assert err < 1e-4, err
 
 
-def test_kv_cache_decode_equals_full_forward():
+def _randomize_smear(model, seed=0):
+  """Distinct mixing weights per head and layer (they start all at 0.5)."""
+  rng = np.random.default_rng(seed)
+  for block in model.layers:
+    block.smear.set_value(jnp.asarray(
+        rng.normal(0, 1.5, block.smear[...].shape), jnp.float32))
+
+
+@pytest.mark.parametrize("smear", [False, True], ids=["plain", "smeared_keys"])
+def test_kv_cache_decode_equals_full_forward(smear):
   cfg = models.ModelConfig(vocab_size=97, hidden_size=64, intermediate_size=96,
-                           num_layers=2, num_heads=4, num_kv_heads=1,
-                           qkv_bias=True)
+                           num_layers=2, num_heads=4, num_kv_heads=2,
+                           qkv_bias=True, smear_keys=smear)
   model = models.Decoder(cfg, rngs=nnx.Rngs(3))
+  if smear:
+    _randomize_smear(model)
   rng = np.random.default_rng(0)
   # Left-padded prompts of different lengths, then 6 decoded tokens each.
   prompt, mask = _padded_batch(rng, 97, [5, 2, 7], 7, left=True)
@@ -108,6 +120,64 @@ def test_kv_cache_decode_equals_full_forward():
   assert cache.end.tolist() == [13, 13, 13]
 
 
+def _smear_reference(k, positions, weight):
+  """Loop over tokens: each real token's key mixed with the previous real
+  token's key of its row (padding skipped)."""
+  out = k.copy()
+  mix = 1 / (1 + np.exp(-weight))  # [K]
+  for b in range(k.shape[0]):
+    prev = None
+    for t in range(k.shape[1]):
+      if prev is not None:
+        out[b, t] = k[b, t] + mix[:, None] * (prev - k[b, t])
+      if positions[b, t] >= 0:
+        prev = k[b, t]
+  return out
+
+
+def test_smeared_keys_equal_a_per_token_loop_with_padding_and_chunks():
+  rng = np.random.default_rng(0)
+  b, t, kh, dh = 3, 11, 2, 4
+  k = rng.normal(size=(b, t, kh, dh)).astype(np.float32)
+  weight = rng.normal(size=(kh,)).astype(np.float32)
+  real = np.ones((b, t), bool)
+  real[0, :3] = False            # left padding
+  real[1, [4, 5, 9]] = False     # gaps inside, as at a finished row's steps
+  real[2, 6:] = False            # right padding
+  positions = np.where(real, np.cumsum(real, 1) - 1, -1)
+  want = _smear_reference(k, positions, weight)
+  got, last = models.smear_keys(jnp.asarray(k), jnp.asarray(positions),
+                                jnp.asarray(weight))
+  # Padding keys are never attended to; compare real tokens only.
+  np.testing.assert_allclose(np.asarray(got)[real], want[real], atol=1e-6)
+  last_real = [max(np.nonzero(r)[0]) for r in real]
+  np.testing.assert_allclose(np.asarray(last), k[np.arange(b), last_real])
+  # The same sequence in two chunks through a cache's (last key, has one).
+  for split in (1, 5, 8):
+    first, first_last = models.smear_keys(
+        jnp.asarray(k[:, :split]), jnp.asarray(positions[:, :split]),
+        jnp.asarray(weight))
+    has = jnp.asarray(real[:, :split].any(1))
+    second, second_last = models.smear_keys(
+        jnp.asarray(k[:, split:]), jnp.asarray(positions[:, split:]),
+        jnp.asarray(weight), (first_last, has))
+    both = np.concatenate([np.asarray(first), np.asarray(second)], 1)
+    np.testing.assert_allclose(both[real], want[real], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(second_last), np.asarray(last))
+
+
+def test_smeared_keys_cannot_be_exported_to_hf(tmp_path):
+  cfg = models.ModelConfig(vocab_size=50, hidden_size=32, intermediate_size=64,
+                           num_layers=1, num_heads=2, num_kv_heads=2,
+                           smear_keys=True)
+  model = models.Decoder(cfg, rngs=nnx.Rngs(0))
+  assert cfg.num_params() == sum(
+      x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  with pytest.raises(ValueError, match="smear_keys"):
+    models.save_hf(model, tmp_path / "export")
+  assert not (tmp_path / "export").exists()
+
+
 def test_cache_rows_written_at_own_cursor():
   """A row can receive a chunk while another row's cursor stays put: the
   splice the sampler performs."""
@@ -115,7 +185,7 @@ def test_cache_rows_written_at_own_cursor():
                            num_layers=1, num_heads=2, num_kv_heads=2)
   model = models.Decoder(cfg, rngs=nnx.Rngs(0))
   cache = models.init_cache(cfg, 2, 12)
-  cache = models.KVCache(cache.k, cache.v, cache.pos, jnp.array([0, 4]))
+  cache = dataclasses.replace(cache, end=jnp.array([0, 4]))
   _, cache = model(jnp.ones((2, 3), jnp.int32), jnp.array([[0, 1, 2], [0, 1, 2]]),
                    cache)
   assert cache.pos[0, :3].tolist() == [0, 1, 2]

@@ -32,8 +32,15 @@ def _config(**kw):
   return SamplingConfig(**base)
 
 
-def _model(seed=3, favour=(Q_END,), strength=2.0):
-  return tiny_model(TOK.vocab_size, seed=seed, favour=favour, strength=strength)
+def _model(seed=3, favour=(Q_END,), strength=2.0, smear=False):
+  model = tiny_model(TOK.vocab_size, seed=seed, favour=favour,
+                     strength=strength, smear_keys=smear)
+  if smear:  # distinct mixing weights per head and layer (all start at 0.5)
+    rng = np.random.default_rng(seed)
+    for block in model.layers:
+      block.smear.set_value(jnp.asarray(
+          rng.normal(0, 1.5, block.smear[...].shape), jnp.float32))
+  return model
 
 
 def _full_pass(model: Decoder, length: int):
@@ -86,9 +93,12 @@ def reference_rollout(model: Decoder, prompt: list[int], cfg: SamplingConfig,
   return seq, mask, n_search
 
 
-@pytest.mark.parametrize("splice_rows", [1, 3])
-def test_greedy_sampler_equals_cache_free_reference(splice_rows):
-  model = _model()
+# Smeared keys carry the last real key per row through prefill, decoding and
+# the splice of document blocks: the same invariants must hold with them.
+@pytest.mark.parametrize("splice_rows,smear", [(1, False), (3, False), (3, True)],
+                         ids=["rows1", "rows3", "rows3_smeared_keys"])
+def test_greedy_sampler_equals_cache_free_reference(splice_rows, smear):
+  model = _model(smear=smear)
   cfg = _config(splice_rows=splice_rows)
   sampler = Sampler(model, TOK, cfg, retriever=DictRetriever(), doc_format=FMT)
   out = sampler(PROMPTS)
@@ -168,9 +178,11 @@ def test_self_written_document_tags_are_sampled_tokens():
   assert sum(len(r) for r in out.searches) <= n_queries
 
 
-@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 5, 0.9)])
-def test_logprobs_equal_teacher_forced_pass(temperature, top_k, top_p):
-  model = _model()
+@pytest.mark.parametrize("temperature,top_k,top_p,smear",
+                         [(1.0, 0, 1.0, False), (0.7, 5, 0.9, False),
+                          (1.0, 0, 1.0, True)])
+def test_logprobs_equal_teacher_forced_pass(temperature, top_k, top_p, smear):
+  model = _model(smear=smear)
   cfg = _config(temperature=temperature, top_k=top_k, top_p=top_p)
   out = Sampler(model, TOK, cfg, retriever=DictRetriever(), doc_format=FMT)(
       PROMPTS, seed=11)
@@ -183,15 +195,19 @@ def test_logprobs_equal_teacher_forced_pass(temperature, top_k, top_p):
   assert (out.loss_mask[:, :out.prompt_len] == 0).all()
 
 
-@pytest.mark.parametrize("mesh_shape", [dict(data=2, fsdp=4), dict(fsdp=4, tensor=2)],
-                         ids=["data2_fsdp4", "fsdp4_tensor2"])
-def test_same_rollouts_on_the_8_device_mesh(mesh_shape):
+@pytest.mark.parametrize("mesh_shape,smear",
+                         [(dict(data=2, fsdp=4), False),
+                          (dict(fsdp=4, tensor=2), False),
+                          (dict(fsdp=4, tensor=2), True)],
+                         ids=["data2_fsdp4", "fsdp4_tensor2",
+                              "fsdp4_tensor2_smeared_keys"])
+def test_same_rollouts_on_the_8_device_mesh(mesh_shape, smear):
   # Two asking rows per shard per splice pass (where a shard holds two rows).
   cfg = _config(temperature=0.8, splice_rows=2)
-  ref_out = Sampler(_model(), TOK, cfg, retriever=DictRetriever(),
+  ref_out = Sampler(_model(smear=smear), TOK, cfg, retriever=DictRetriever(),
                     doc_format=FMT)(PROMPTS, seed=5)
   mesh = sharding.make_mesh(**mesh_shape)
-  model = sharding.create_sharded(lambda: _model(), mesh)
+  model = sharding.create_sharded(lambda: _model(smear=smear), mesh)
   retriever = DictRetriever()
   out = Sampler(model, TOK, cfg, retriever=retriever, doc_format=FMT,
                 mesh=mesh)(PROMPTS, seed=5)

@@ -26,8 +26,8 @@ LOSS = LossConfig(clip_eps=0.2, kl_coef=0.05, kl_kind="k3", entropy_coef=0.01,
                   aggregation="token_mean", temperature=1.0)
 
 
-def _model():
-  return models.Decoder(CFG, rngs=nnx.Rngs(0))
+def _model(smear=False):
+  return models.Decoder(CFG.replace(smear_keys=smear), rngs=nnx.Rngs(0))
 
 
 def _rl_batch(seed=0, b=8, t=24, prompt=6):
@@ -56,14 +56,18 @@ def _params(learner):
           for k, v in nnx.to_flat_state(learner.params)}
 
 
-@pytest.mark.parametrize("mesh_shape", [dict(fsdp=4, tensor=2), dict(data=2, fsdp=4)],
-                         ids=["fsdp4_tensor2", "data2_fsdp4"])
-def test_rl_step_on_mesh_equals_single_device(mesh_shape):
+@pytest.mark.parametrize("mesh_shape,smear",
+                         [(dict(fsdp=4, tensor=2), False),
+                          (dict(data=2, fsdp=4), False),
+                          (dict(fsdp=4, tensor=2), True)],
+                         ids=["fsdp4_tensor2", "data2_fsdp4",
+                              "fsdp4_tensor2_smeared_keys"])
+def test_rl_step_on_mesh_equals_single_device(mesh_shape, smear):
   batch = _rl_batch()
-  ref = Learner(_model(), OPTIM, LOSS)
+  ref = Learner(_model(smear), OPTIM, LOSS)
   ref_stats = ref.rl_step(batch)
   mesh = sharding.make_mesh(**mesh_shape)
-  model = sharding.create_sharded(_model, mesh)
+  model = sharding.create_sharded(lambda: _model(smear), mesh)
   learner = Learner(model, OPTIM, LOSS, mesh=mesh)
   stats = learner.rl_step(batch)
   for k in ("loss", "kl", "entropy", "grad_norm"):
@@ -74,8 +78,10 @@ def test_rl_step_on_mesh_equals_single_device(mesh_shape):
     np.testing.assert_allclose(got[k], want[k], atol=1e-5, rtol=0, err_msg=k)
   # The update really moved the parameters (so the comparison means something).
   before = {"/".join(map(str, k)): np.asarray(v.get_value())
-            for k, v in nnx.to_flat_state(nnx.state(_model()))}
+            for k, v in nnx.to_flat_state(nnx.state(_model(smear)))}
   assert max(np.abs(want[k] - before[k]).max() for k in want) > 1e-4
+  if smear:  # the mixing weights are trained like any parameter
+    assert np.abs(want["layers/0/smear"] - before["layers/0/smear"]).max() > 1e-4
   # Parameters and Adam moments stay sharded like the rules say.
   q = learner.params["layers"][0]["q"].get_value()
   assert q.addressable_shards[0].data.shape != q.shape

@@ -5,6 +5,7 @@
   KVCache, init_cache          the cache the sampler threads through decoding
   positions_from_mask          positions (-1 on padding) of a padded batch
   resize_vocab                 grow the embedding for added tag tokens
+  smear_keys                   the smeared-keys mixing (ModelConfig.smear_keys)
   load_hf, save_hf, load_gguf, load_pretrained    real weights from local files
 """
 
@@ -15,6 +16,7 @@ from rsearch_jax.models._decoder import (
     init_cache,
     positions_from_mask,
     resize_vocab,
+    smear_keys,
 )
 from rsearch_jax.models._hf import (
     load_gguf,
@@ -26,6 +28,6 @@ from rsearch_jax.models._hf import (
 
 __all__ = [
     "ModelConfig", "Decoder", "KVCache", "init_cache", "positions_from_mask",
-    "resize_vocab", "load_hf", "save_hf", "load_gguf", "load_pretrained",
+    "resize_vocab", "smear_keys", "load_hf", "save_hf", "load_gguf", "load_pretrained",
     "to_hf_tensors",
 ]

@@ -36,6 +36,12 @@ class ModelConfig:
     dtype: compute dtype of matmuls; softmax and norms stay in float32.
     remat: recompute each block's activations in the backward pass.
     family: "llama" or "qwen2" (for export back to HF).
+    smear_keys: mix each key with the previous token's key by a learned
+      per-KV-head weight (Olsson et al. 2022, "In-context learning and
+      induction heads"). It lets a single layer find "the token after an
+      earlier copy of this one", which a small model trained from scratch
+      otherwise takes far longer to learn (benchmarks/copying.py). Not part of
+      Llama / Qwen2: a model with it cannot be exported to HF.
   """
 
   vocab_size: int
@@ -55,6 +61,7 @@ class ModelConfig:
   dtype: str = "float32"
   remat: bool = False
   family: str = "llama"
+  smear_keys: bool = False
 
   def __post_init__(self):
     if self.head_dim is None:
@@ -100,7 +107,7 @@ class ModelConfig:
     attn = d * hd * (h + 2 * k) + h * hd * d
     if self.qkv_bias:
       attn += hd * (h + 2 * k)
-    block = attn + 3 * d * f + 2 * d
+    block = attn + 3 * d * f + 2 * d + (k if self.smear_keys else 0)
     emb = self.vocab_size * d * (1 if self.tie_embeddings else 2)
     return self.num_layers * block + emb + d
 
@@ -143,6 +150,10 @@ class ModelConfig:
 
   def to_hf(self) -> dict[str, Any]:
     """The HF `config.json` dict that `from_hf` reads back to this config."""
+    if self.smear_keys:
+      raise ValueError(
+          "ModelConfig.smear_keys=True has no Llama / Qwen2 equivalent: this "
+          "model cannot be exported to HF (save an Orbax checkpoint instead)")
     arch = "LlamaForCausalLM" if self.family == "llama" else "Qwen2ForCausalLM"
     hf = dict(
         architectures=[arch],

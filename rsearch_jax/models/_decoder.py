@@ -5,6 +5,7 @@ Main entry points:
   Decoder.__call__(tokens, positions, cache=None) -> (logits, cache)
   init_cache(cfg, batch, length)         an empty KV cache.
   positions_from_mask(mask)              per-token positions of a padded batch.
+  smear_keys(k, positions, weight)       the optional smeared keys (below).
 
 Positions carry the padding: a token's position is its index within its own
 sequence, and padding tokens have position -1. A query attends to a key iff the
@@ -15,6 +16,10 @@ one row while the others decode):
 
     tokens     [pad pad  a   b ]     [ a   b   c  pad]
     positions  [ -1  -1  0   1 ]     [ 0   1   2  -1 ]
+
+With `ModelConfig.smear_keys` each key is first mixed with the key of the
+row's previous real token (a learned weight per KV head), so the cache also
+keeps that last key per row and layer (`KVCache.last_k`).
 
 Each layer is its own `Block` (per-layer parameters and per-layer cache
 arrays, so a decode step reads every weight exactly once, in place). Every
@@ -53,12 +58,16 @@ class KVCache:
     v: L arrays [B, K, S, Dh]: values.
     pos: [B, S] int32 position of the token in each slot; -1 when empty.
     end: [B] int32 next slot to write in each row.
+    last_k: with `smear_keys` only (else empty): L arrays [B, K, Dh], the key
+      (before smearing and RoPE) of each row's last real token, which the
+      next token's key is smeared with.
   """
 
   k: tuple[jax.Array, ...]
   v: tuple[jax.Array, ...]
   pos: jax.Array
   end: jax.Array
+  last_k: tuple[jax.Array, ...] = ()
 
   @property
   def length(self) -> int:
@@ -70,11 +79,14 @@ def init_cache(cfg: ModelConfig, batch: int, length: int,
   """An empty cache of `length` slots per row (dtype: compute dtype)."""
   dtype = cfg.jnp_dtype if dtype is None else dtype
   shape = (batch, cfg.num_kv_heads, length, cfg.head_dim)
+  last_shape = (batch, cfg.num_kv_heads, cfg.head_dim)
   return KVCache(
       k=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
       v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
       pos=jnp.full((batch, length), -1, jnp.int32),
       end=jnp.zeros((batch,), jnp.int32),
+      last_k=tuple(jnp.zeros(last_shape, dtype) for _ in range(cfg.num_layers))
+      if cfg.smear_keys else (),
   )
 
 
@@ -124,6 +136,48 @@ def apply_rope(x: jax.Array, positions: jax.Array,
   return out.astype(x.dtype)
 
 
+def smear_keys(k: jax.Array, positions: jax.Array, weight: jax.Array,
+               last: tuple[jax.Array, jax.Array] | None = None):
+  """Mixes each key with the key of the row's previous real token.
+
+  k'_t = k_t + sigmoid(weight) * (k_prev - k_t), per KV head, where prev is
+  the last token before t whose position is >= 0 (padding is skipped). A token
+  with no real token before it keeps its key.
+
+  Args:
+    k: [B, T, K, Dh] keys before RoPE.
+    positions: [B, T] int32, -1 on padding.
+    weight: [K] the learned logits of the mixing weight.
+    last: with a cache, ([B, K, Dh] the cached previous key, [B] bool whether
+      the row has one): the previous key of the chunk's first real token.
+
+  Returns:
+    (smeared keys [B, T, K, Dh], [B, K, Dh] the unsmeared key of each row's
+    last real token after this chunk: `last`'s when the chunk has none).
+  """
+  b, t = positions.shape
+  index = jnp.where(positions >= 0, jnp.arange(t)[None, :], -1)
+  upto = jax.lax.cummax(index, axis=1)  # last real index <= t
+  before = jnp.concatenate([jnp.full((b, 1), -1, upto.dtype), upto[:, :-1]], 1)
+
+  def gather(i):  # [B, T'] indices (-1 allowed) -> [B, T', K, Dh]
+    return jnp.take_along_axis(k, jnp.maximum(i, 0)[:, :, None, None], axis=1)
+
+  prev, has_prev = gather(before), before >= 0
+  new_last = gather(upto[:, -1:])[:, 0]
+  if last is not None:
+    last_k, has_last = last
+    from_cache = ~has_prev & has_last[:, None]
+    prev = jnp.where(from_cache[..., None, None], last_k[:, None].astype(k.dtype),
+                     prev)
+    has_prev |= from_cache
+    new_last = jnp.where((upto[:, -1] >= 0)[:, None, None],
+                         new_last.astype(last_k.dtype), last_k)
+  mix = jax.nn.sigmoid(weight.astype(jnp.float32)).astype(k.dtype)[:, None]
+  smeared = jnp.where(has_prev[..., None, None], k + mix * (prev - k), k)
+  return smeared, new_last
+
+
 def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
   xf = x.astype(jnp.float32)
   xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
@@ -160,6 +214,8 @@ class Block(nnx.Module):
       self.q_bias = p((H, Dh), ("q_heads", "head_dim"), "zeros")
       self.k_bias = p((K, Dh), ("kv_heads", "head_dim"), "zeros")
       self.v_bias = p((K, Dh), ("kv_heads", "head_dim"), "zeros")
+    if cfg.smear_keys:
+      self.smear = p((K,), ("kv_heads",), "zeros")
     self.mlp_norm = p((D,), ("norm",), "ones")
     self.gate = p((D, F), ("embed", "mlp"))
     self.up = p((D, F), ("embed", "mlp"))
@@ -167,7 +223,9 @@ class Block(nnx.Module):
 
   def __call__(self, x, positions, mask, inv_freq, cfg: ModelConfig,
                cache_kv=None, slots=None):
-    """x: [B, T, D]; cache_kv: None or this layer's ([B,K,S,Dh], [B,K,S,Dh])."""
+    """x: [B, T, D]; cache_kv: None or this layer's cache arrays: keys and
+    values [B, K, S, Dh], and with smeared keys, the last real token's key
+    [B, K, Dh] and [B] whether the row has one (else None, None)."""
     dt = cfg.jnp_dtype
     h = rms_norm(x, self.attn_norm[...], cfg.rms_norm_eps)
     q = jnp.einsum("btd,dhk->bthk", h, self.q[...].astype(dt))
@@ -177,17 +235,21 @@ class Block(nnx.Module):
       q = q + self.q_bias[...].astype(dt)
       k = k + self.k_bias[...].astype(dt)
       v = v + self.v_bias[...].astype(dt)
+    last_k = None
+    if cfg.smear_keys:
+      last = None if cache_kv is None else cache_kv[2:]
+      k, last_k = smear_keys(k, positions, self.smear[...], last)
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
     q = sharding.constrain(q, ("batch", "length", "act_heads", None))
     if cache_kv is not None:
-      ck, cv = cache_kv
+      ck, cv = cache_kv[:2]
       # rows/slots index [B, T] around the head slice, so the update is laid
       # out [B, T, K, Dh]: exactly k's shape.
       rows = jnp.arange(k.shape[0])[:, None]
       ck = ck.at[rows, :, slots].set(k.astype(ck.dtype), mode="drop")
       cv = cv.at[rows, :, slots].set(v.astype(cv.dtype), mode="drop")
-      cache_kv = (ck, cv)
+      cache_kv = (ck, cv, last_k)
       keys, values = ck.astype(dt), cv.astype(dt)
     else:
       keys, values = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
@@ -252,22 +314,28 @@ class Decoder(nnx.Module):
     inv_freq = rope_inv_freq(cfg)
     if cache is not None:
       slots = cache.end[:, None] + jnp.arange(tokens.shape[1])[None, :]  # [B, T]
+      has_last = jnp.any(cache.pos >= 0, axis=1)
       key_pos = _scatter_rows(cache.pos, slots, positions)
     else:
       slots, key_pos = None, positions
     # [B, T, S] attention mask, shared by every layer.
     mask = (key_pos[:, None, :] >= 0) & (key_pos[:, None, :] <= positions[:, :, None])
     run = _run_block_remat if cfg.remat else _run_block
-    new_k, new_v = [], []
+    new_k, new_v, new_last = [], [], []
     # A Python loop over per-layer parameters: scanning over stacked layers
     # would copy every layer's weights (and cache) out of the stack at each
     # step, doubling the memory traffic of decoding on CPU.
     for i, block in enumerate(self.layers):
-      layer_kv = (cache.k[i], cache.v[i]) if cache is not None else None
+      layer_kv = None
+      if cache is not None:
+        layer_kv = ((cache.k[i], cache.v[i], cache.last_k[i], has_last)
+                    if cfg.smear_keys else (cache.k[i], cache.v[i], None, None))
       x, layer_kv = run(block, x, positions, mask, inv_freq, cfg, layer_kv, slots)
       if cache is not None:
         new_k.append(layer_kv[0])
         new_v.append(layer_kv[1])
+        if cfg.smear_keys:
+          new_last.append(layer_kv[2])
     x = rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)
     if logits_at is not None:
       last = jnp.take_along_axis(x, logits_at[:, None, None], axis=1)
@@ -276,7 +344,7 @@ class Decoder(nnx.Module):
     logits = self.logits(last)
     if cache is not None:
       cache = KVCache(k=tuple(new_k), v=tuple(new_v), pos=key_pos,
-                      end=cache.end + tokens.shape[1])
+                      end=cache.end + tokens.shape[1], last_k=tuple(new_last))
     if return_hidden:
       return logits, cache, x
     return logits, cache

@@ -256,6 +256,7 @@ def load_pretrained(path: os.PathLike, **kw) -> tuple[Decoder, ModelConfig]:
 def to_hf_tensors(model: Decoder) -> dict[str, np.ndarray]:
   """The model's parameters under HF names, as host numpy arrays."""
   cfg = model.cfg
+  cfg.to_hf()  # raises for a model HF cannot represent (smeared keys)
 
   def host(x):
     if jax.process_count() > 1 and not x.is_fully_addressable:

@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from rsearch_jax.models import Decoder, KVCache, init_cache
+from rsearch_jax.models import Decoder, init_cache
 from rsearch_jax.sampling._state import (BUDGET, LENGTH, RUNNING, STOPPED,
                                          SamplingConfig, SamplingState,
                                          StopTokens)
@@ -107,7 +107,7 @@ def prefill(model: Decoder, prompts: jax.Array, prompt_mask: jax.Array,
       logprobs=constrain(jnp.zeros((b, t), jnp.float32)),
       cursor=jnp.full((b,), p, jnp.int32),
       next_pos=jnp.sum(prompt_mask, axis=1).astype(jnp.int32),
-      cache=KVCache(cache.k, cache.v, cache.pos, jnp.full((b,), p, jnp.int32)),
+      cache=dataclasses.replace(cache, end=jnp.full((b,), p, jnp.int32)),
       logits=logits[:, -1],
       done=jnp.zeros((b,), bool),
       stop_reason=zeros,
@@ -135,11 +135,11 @@ def decode_step(model: Decoder, s: SamplingState, config: SamplingConfig,
   loss_mask = _set_at(s.loss_mask, s.cursor, active.astype(jnp.int32), active)
   logprobs = _set_at(s.logprobs, s.cursor, logprob, active)
   pos = jnp.where(active, s.next_pos, -1)
-  cache = KVCache(s.cache.k, s.cache.v, s.cache.pos, s.cursor)
+  cache = dataclasses.replace(s.cache, end=s.cursor)
   logits, cache = model(token[:, None], pos[:, None], cache)
   step_len = active.astype(jnp.int32)
   cursor = s.cursor + step_len
-  cache = KVCache(cache.k, cache.v, cache.pos, cursor)
+  cache = dataclasses.replace(cache, end=cursor)
   num_sampled = s.num_sampled + step_len
 
   # Why rows stop; the first reason that applies is kept.
@@ -216,7 +216,7 @@ def splice(model: Decoder, s: SamplingState, need: jax.Array,
     return out.reshape(x.shape)
 
   def group_pass(carry):
-    pending, k, v, pos, logits = carry
+    pending, cache, logits = carry
     # The first `rows` pending rows of each shard (stable sort keeps order).
     idx = jnp.argsort(~grouped(pending), axis=1, stable=True)[:, :rows]
     valid = jnp.take_along_axis(grouped(pending), idx, axis=1)
@@ -224,26 +224,23 @@ def splice(model: Decoder, s: SamplingState, need: jax.Array,
     sub_n = jnp.where(valid.reshape(-1), take(n, idx), 0)
     positions = jnp.where(cols < sub_n[:, None],
                           take(s.next_pos, idx)[:, None] + cols, -1)
-    sub_cache = KVCache(tuple(take(x, idx) for x in k),
-                        tuple(take(x, idx) for x in v),
-                        take(pos, idx), take(s.cursor, idx))
+    # Every cache array has the batch first, so one map moves them all.
+    sub_cache = jax.tree.map(lambda x: take(x, idx), cache)
     sub_logits, sub_cache = model(take(block, idx), positions, sub_cache,
                                   logits_at=jnp.maximum(sub_n - 1, 0))
-    k = tuple(put(x, write, y) for x, y in zip(k, sub_cache.k))
-    v = tuple(put(x, write, y) for x, y in zip(v, sub_cache.v))
-    pos = put(pos, write, sub_cache.pos)
+    cache = jax.tree.map(lambda x, y: put(x, write, y), cache, sub_cache)
     logits = put(logits, write, sub_logits[:, 0])
     pending = put(pending, write, jnp.zeros((g * rows,), bool))
-    return pending, k, v, pos, logits
+    return pending, cache, logits
 
-  _, k, v, pos, logits = jax.lax.while_loop(
+  _, cache, logits = jax.lax.while_loop(
       lambda c: jnp.any(c[0]), group_pass,
-      (need & (n > 0), s.cache.k, s.cache.v, s.cache.pos, s.logits))
+      (need & (n > 0), dataclasses.replace(s.cache, end=s.cursor), s.logits))
   cursor = s.cursor + n
   filled = need & (cursor >= config.max_len)
   return dataclasses.replace(
       s, tokens=tokens, cursor=cursor, next_pos=s.next_pos + n,
-      cache=KVCache(k, v, pos, cursor), logits=logits,
+      cache=dataclasses.replace(cache, end=cursor), logits=logits,
       done=s.done | filled,
       stop_reason=jnp.where(filled, LENGTH, s.stop_reason),
       num_searches=s.num_searches + ran)
