@@ -17,6 +17,10 @@ the copied tokens every `--every` steps, against chance (ln 1020 nats):
                    the previous one (an induction circuit), as a document's
                    answer is found.
 
+A third column trains the same decoder with `ModelConfig.smear_keys` (each
+key mixed with the previous token's key by a learned per-head weight, as in
+Olsson et al. 2022) on the content-based task: the demo's model uses it.
+
 Batches of 32 random rows of 96 tokens, the loss on every copied token but
 the first. `--reference` also trains transformers' LlamaForCausalLM
 (PyTorch) of the same shape, with the same optimizer, schedule and batches,
@@ -68,13 +72,14 @@ def content_based(rng: np.random.Generator):
                     lambda r, n: int(r.integers(0, WIDTH - 2 * n - 2)))
 
 
-def learning_curve(task, args) -> list[tuple[int, float, float]]:
+def learning_curve(task, args, smear_keys: bool = False
+                   ) -> list[tuple[int, float, float]]:
   """[(step, copied-token loss on a fixed held-out batch, seconds)]."""
   cfg = models.ModelConfig(
       vocab_size=VOCAB, hidden_size=args.hidden, intermediate_size=512,
       num_layers=args.layers, num_heads=args.heads,
       num_kv_heads=max(args.heads // 2, 1), tie_embeddings=True,
-      max_position_embeddings=WIDTH)
+      max_position_embeddings=WIDTH, smear_keys=smear_keys)
   model = models.Decoder(cfg, rngs=nnx.Rngs(0))
   schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, 10, args.steps)
   opt = nnx.Optimizer(model, optax.adamw(schedule, weight_decay=0.0),
@@ -161,6 +166,8 @@ def main():
   args = parser.parse_args()
   curves = {name: learning_curve(task, args) for name, task in
             (("fixed offset", fixed_offset), ("content-based", content_based))}
+  curves["content-based, smeared keys"] = learning_curve(
+      content_based, args, smear_keys=True)
   if args.reference:
     curves["content-based, transformers"] = reference_curve(content_based, args)
   print(f"decoder: {args.layers} layers, width {args.hidden}, {args.heads} "

@@ -16,6 +16,7 @@ The config reference (README "Config reference" mirrors this):
                       "scratch" for the demo's tiny model
   model.vocab_size / hidden_size / intermediate_size / num_layers /
     num_heads / num_kv_heads   the scratch model (demo)
+  model.smear_keys    smeared keys in the scratch model (ModelConfig.smear_keys)
   model.dtype / param_dtype / remat / chat ("chatml" | "none")
   model.add_tags      tags as new single tokens (True) or as plain text
   mesh.data / fsdp / tensor / distributed
@@ -71,7 +72,7 @@ def base(method: str) -> ml_collections.ConfigDict:
       path="asset:smollm2-135m-instruct", vocab_size=1024, hidden_size=256,
       intermediate_size=512, num_layers=4, num_heads=4, num_kv_heads=2,
       dtype="float32", param_dtype="float32", remat=False, chat="chatml",
-      add_tags=True))
+      add_tags=True, smear_keys=False))
   c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1,
                                           distributed=False))
   c.retriever = ml_collections.ConfigDict(dict(

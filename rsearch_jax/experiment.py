@@ -44,6 +44,11 @@ def validate(cfg) -> None:
     problems.append("data.sft_renamed_worlds and data.whole_word_names apply "
                     "to the synthetic world only (data.source="
                     f"{cfg.data.source!r})")
+  if cfg.model.smear_keys and cfg.model.path != "scratch":
+    problems.append("model.smear_keys applies to a scratch model only "
+                    f"(model.path={cfg.model.path!r}: Llama / Qwen2 weights "
+                    "were trained without it); add "
+                    "--config.model.smear_keys=False")
   if cfg.rl.fit_multiple < 0:
     problems.append(f"rl.fit_multiple={cfg.rl.fit_multiple} must be >= 0")
   if cfg.rl.loss.mem_coef > 0 and cfg.rl.memorization == "none":
@@ -178,7 +183,8 @@ def _synthetic(cfg, mesh):
       num_layers=cfg.model.num_layers, num_heads=cfg.model.num_heads,
       num_kv_heads=cfg.model.num_kv_heads, tie_embeddings=True,
       max_position_embeddings=cfg.sampling.max_len, dtype=cfg.model.dtype,
-      param_dtype=cfg.model.param_dtype, remat=cfg.model.remat)
+      param_dtype=cfg.model.param_dtype, remat=cfg.model.remat,
+      smear_keys=cfg.model.smear_keys)
   model = sharding.create_sharded(
       lambda: models.Decoder(mcfg, rngs=nnx.Rngs(cfg.seed)), mesh)
   # The scripted agent sees exactly the blocks the sampler will splice.

@@ -32,10 +32,14 @@ def _train(*overrides: str) -> subprocess.CompletedProcess:
     # An out-of-range count, naming the field.
     ("--config.data.sft_renamed_worlds=-1", ["data.sft_renamed_worlds=-1",
                                              ">= 0"]),
+    # Smeared keys asked of real weights: named, with the fix.
+    ("--config.model.smear_keys=True --config.model.path=asset:x",
+     ["model.smear_keys applies to a scratch model only",
+      "--config.model.smear_keys=False"]),
 ], ids=["misspelled", "wrong_type", "inconsistent", "unknown_reward",
-        "negative_count"])
+        "negative_count", "smeared_keys_on_real_weights"])
 def test_bad_config_is_one_clear_error(override, expected, tmp_path):
-  out = _train(override, f"--config.workdir={tmp_path}/run")
+  out = _train(*override.split(), f"--config.workdir={tmp_path}/run")
   assert out.returncode != 0
   assert "Traceback" not in out.stderr, out.stderr[-2000:]
   assert out.stderr.strip().splitlines()[-1] != ""
