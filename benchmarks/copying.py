@@ -19,7 +19,7 @@ the copied tokens every `--every` steps, against chance (ln 1020 nats):
 
 A third column trains the same decoder with `ModelConfig.smear_keys` (each
 key mixed with the previous token's key by a learned per-head weight, as in
-Olsson et al. 2022) on the content-based task: the demo's model uses it.
+Olsson et al. 2022) on the content-based task.
 
 Batches of 32 random rows of 96 tokens, the loss on every copied token but
 the first. `--reference` also trains transformers' LlamaForCausalLM
