@@ -6,6 +6,7 @@
                       the query), deterministically.
   tiny_model(...)     a small random Decoder, optionally biased to emit chosen
                       tokens (e.g. the query tag) often under greedy decoding.
+  randomize_smear(m)  distinct smeared-keys weights per head and layer.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from rsearch_jax import models
@@ -91,6 +93,16 @@ class DictRetriever:
         out.append([Doc(id=f"{q}#{j}", title="", text=f"doc {j} about {q}")
                     for j in range(k)])
     return out
+
+
+def randomize_smear(model: models.Decoder, seed: int = 0) -> models.Decoder:
+  """Distinct smeared-keys weights per head and layer (they all start at
+  0.5), so a test sees each head mix its own share of the previous key."""
+  rng = np.random.default_rng(seed)
+  for block in model.layers:
+    block.smear.set_value(jnp.asarray(
+        rng.normal(0, 1.5, block.smear[...].shape), jnp.float32))
+  return model
 
 
 def tiny_model(vocab_size: int, *, seed: int = 0, layers: int = 2,

@@ -13,6 +13,7 @@ import transformers
 from flax import nnx
 
 from rsearch_jax import models
+from rsearch_jax.testing import randomize_smear
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -84,14 +85,6 @@ def test_logits_match_transformers(case, left, tmp_path):
   assert err < 1e-4, err
 
 
-def _randomize_smear(model, seed=0):
-  """Distinct mixing weights per head and layer (they start all at 0.5)."""
-  rng = np.random.default_rng(seed)
-  for block in model.layers:
-    block.smear.set_value(jnp.asarray(
-        rng.normal(0, 1.5, block.smear[...].shape), jnp.float32))
-
-
 @pytest.mark.parametrize("smear", [False, True], ids=["plain", "smeared_keys"])
 def test_kv_cache_decode_equals_full_forward(smear):
   cfg = models.ModelConfig(vocab_size=97, hidden_size=64, intermediate_size=96,
@@ -99,7 +92,7 @@ def test_kv_cache_decode_equals_full_forward(smear):
                            qkv_bias=True, smear_keys=smear)
   model = models.Decoder(cfg, rngs=nnx.Rngs(3))
   if smear:
-    _randomize_smear(model)
+    randomize_smear(model)
   rng = np.random.default_rng(0)
   # Left-padded prompts of different lengths, then 6 decoded tokens each.
   prompt, mask = _padded_batch(rng, 97, [5, 2, 7], 7, left=True)

@@ -12,7 +12,8 @@ from rsearch_jax.models import Decoder
 from rsearch_jax.sampling import (DocumentFormat, Sampler, SamplingConfig,
                                   sample_token, token_logprobs)
 from rsearch_jax.sampling._handoff import BUDGET_TEXT, NO_RESULT_TEXT
-from rsearch_jax.testing import CharTokenizer, DictRetriever, tiny_model
+from rsearch_jax.testing import (CharTokenizer, DictRetriever,
+                                 randomize_smear, tiny_model)
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -35,12 +36,7 @@ def _config(**kw):
 def _model(seed=3, favour=(Q_END,), strength=2.0, smear=False):
   model = tiny_model(TOK.vocab_size, seed=seed, favour=favour,
                      strength=strength, smear_keys=smear)
-  if smear:  # distinct mixing weights per head and layer (all start at 0.5)
-    rng = np.random.default_rng(seed)
-    for block in model.layers:
-      block.smear.set_value(jnp.asarray(
-          rng.normal(0, 1.5, block.smear[...].shape), jnp.float32))
-  return model
+  return randomize_smear(model, seed) if smear else model
 
 
 def _full_pass(model: Decoder, length: int):

@@ -223,9 +223,10 @@ class Block(nnx.Module):
 
   def __call__(self, x, positions, mask, inv_freq, cfg: ModelConfig,
                cache_kv=None, slots=None):
-    """x: [B, T, D]; cache_kv: None or this layer's cache arrays: keys and
-    values [B, K, S, Dh], and with smeared keys, the last real token's key
-    [B, K, Dh] and [B] whether the row has one (else None, None)."""
+    """x: [B, T, D]; cache_kv: None or this layer's (keys [B, K, S, Dh],
+    values [B, K, S, Dh], last) where `last` is None, or with smeared keys
+    (the last real token's key [B, K, Dh], [B] whether the row has one).
+    Returns (x, None or (keys, values, the new last key or None))."""
     dt = cfg.jnp_dtype
     h = rms_norm(x, self.attn_norm[...], cfg.rms_norm_eps)
     q = jnp.einsum("btd,dhk->bthk", h, self.q[...].astype(dt))
@@ -237,7 +238,7 @@ class Block(nnx.Module):
       v = v + self.v_bias[...].astype(dt)
     last_k = None
     if cfg.smear_keys:
-      last = None if cache_kv is None else cache_kv[2:]
+      last = None if cache_kv is None else cache_kv[2]
       k, last_k = smear_keys(k, positions, self.smear[...], last)
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
@@ -314,7 +315,7 @@ class Decoder(nnx.Module):
     inv_freq = rope_inv_freq(cfg)
     if cache is not None:
       slots = cache.end[:, None] + jnp.arange(tokens.shape[1])[None, :]  # [B, T]
-      has_last = jnp.any(cache.pos >= 0, axis=1)
+      has_last = jnp.any(cache.pos >= 0, axis=1) if cfg.smear_keys else None
       key_pos = _scatter_rows(cache.pos, slots, positions)
     else:
       slots, key_pos = None, positions
@@ -328,8 +329,8 @@ class Decoder(nnx.Module):
     for i, block in enumerate(self.layers):
       layer_kv = None
       if cache is not None:
-        layer_kv = ((cache.k[i], cache.v[i], cache.last_k[i], has_last)
-                    if cfg.smear_keys else (cache.k[i], cache.v[i], None, None))
+        last = (cache.last_k[i], has_last) if cfg.smear_keys else None
+        layer_kv = (cache.k[i], cache.v[i], last)
       x, layer_kv = run(block, x, positions, mask, inv_freq, cfg, layer_kv, slots)
       if cache is not None:
         new_k.append(layer_kv[0])
