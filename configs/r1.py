@@ -31,10 +31,10 @@ def get_config(preset: str = "demo"):
   c.workdir = f"runs/r1_{preset}"
   if preset == "demo":
     synthetic_demo(c)
-    c.curriculum = "pretrain,sft,rl_stage1,rl_stage2"
-    c.stages.rl_stage1 = stage("rl", 20, "train_unseen", 8,
+    c.curriculum = "copy,pretrain,sft,rl_stage1,rl_stage2"
+    c.stages.rl_stage1 = stage("rl", 15, "train_unseen", 8,
                                rewards="retrieval,format", learning_rate=5e-5)
-    c.stages.rl_stage2 = stage("rl", 40, "train_unseen", 8,
+    c.stages.rl_stage2 = stage("rl", 35, "train_unseen", 8,
                                rewards="f1,format_penalty", learning_rate=5e-5)
   else:
     c.data.source = "r1_searcher"

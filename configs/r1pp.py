@@ -34,8 +34,8 @@ def get_config(preset: str = "demo"):
   c.rl.loss.mem_coef = 0.1
   if preset == "demo":
     synthetic_demo(c)
-    c.curriculum = "pretrain,sft,rl"
-    c.stages.rl = stage("rl", 60, "train_unseen", 8, rewards=RL_REWARDS,
+    c.curriculum = "copy,pretrain,sft,rl"
+    c.stages.rl = stage("rl", 50, "train_unseen", 8, rewards=RL_REWARDS,
                         learning_rate=5e-5)
   else:
     c.data.source = "r1_searcher"

@@ -5,7 +5,8 @@ The config reference (README "Config reference" mirrors this):
   method              "r1" (R1-Searcher tags) | "r1pp" (R1-Searcher++ tags)
   seed                seed of the run (data order, sampling, initialisation)
   workdir             checkpoints, metrics.jsonl, TensorBoard, plots
-  curriculum          stage names in order, comma-separated ("pretrain,sft,rl")
+  curriculum          stage names in order, comma-separated
+                      ("copy,pretrain,sft,rl")
   stages.NAME.kind    "pretrain" | "sft" | "rl"
   stages.NAME.steps / batch_size / learning_rate / warmup_steps
   stages.NAME.data    dataset key ("pretrain", "sft", "train", "stage_1", ...;
@@ -28,8 +29,9 @@ The config reference (README "Config reference" mirrors this):
   rl.whiten           normalise advantages over the batch's sampled tokens
   rl.micro_batches    gradient accumulation
   rl.memorization     "none" | "rule" | "policy" (R1-Searcher++ rewriter)
-  rl.fit_multiple     an update is as wide as its longest rollout, rounded up
-                      to this multiple (0: always sampling.max_len)
+  rl.fit_multiple     an update is as wide as its longest row, rounded up to
+                      this multiple (0: always sampling.max_len, or
+                      data.seq_len for pretrain / sft stages)
   rl.loss.*           clip_eps, clip_eps_high, kl_coef, kl_kind ("k1_reward" |
                       "k2" | "k3"), entropy_coef, aggregation, mem_coef (mu),
                       mask_documents (False only for the ablation)
@@ -40,6 +42,9 @@ The config reference (README "Config reference" mirrors this):
   data.sft_renamed_worlds   cold-start trajectories (up to sft_examples each)
                       in that many worlds with shuffled names (synthetic)
   data.whole_word_names     every name word one token (synthetic tokenizer)
+  data.copy_examples  random-token copy examples in the dataset "copy" (a
+                      stage of kind "sft" on it is the demo's copy warm-up;
+                      rsearch_jax.data.copying)
   world.*             the synthetic world (rsearch_jax.data.synthetic.WorldConfig)
   eval.num_questions / batch_size / file (a QA JSONL; real-model runs)
   eval.rewards        rewards scoring held-out rollouts ("" = the last RL
@@ -91,7 +96,7 @@ def base(method: str) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       source="r1_searcher", dir="../shared/data/r1_searcher", seq_len=256,
       sft_examples=64, sft_one_hop_only=True, sft_search_all=True,
-      sft_renamed_worlds=0, whole_word_names=False))
+      sft_renamed_worlds=0, whole_word_names=False, copy_examples=0))
   c.world = ml_collections.ConfigDict(dict(
       seed=0, num_people=50, num_films=25, num_companies=15, num_cities=10,
       married_fraction=0.5, internal_fraction=0.5, pretrain_repeats=30,
@@ -111,20 +116,31 @@ def synthetic_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.path = "scratch"
   c.model.update(dict(vocab_size=1024, hidden_size=192, intermediate_size=512,
                       num_layers=4, num_heads=4, num_kv_heads=2))
+  # Smeared keys and the copy warm-up let this model read its documents
+  # (README, "What the demo shows").
+  c.model.smear_keys = True
   c.mesh.fsdp = 1
   c.data.seq_len = 448
+  c.data.copy_examples = 8000
   c.data.sft_examples = 100
+  c.data.sft_renamed_worlds = 24
   c.sampling.update(dict(max_prompt_len=80, max_len=560, max_new_tokens=96,
                          temperature=1.0, max_searches=3, doc_block_len=160,
                          top_k_docs=2, doc_tokens=64))
   c.rl.group_size = 8
+  # Copy warm-up: random-token copies (rsearch_jax.data.copying) build the
+  # induction circuit that reading a document needs, which the facts alone
+  # never force (every fact can be memorized).
+  c.stages.copy = stage("sft", 250, "copy", 32, learning_rate=3e-3,
+                        warmup_steps=10)
   # 72 packed rows of ~400 tokens per pass over the pretraining text.
-  c.stages.pretrain = stage("pretrain", 120, "pretrain", 16, learning_rate=3e-3,
+  c.stages.pretrain = stage("pretrain", 100, "pretrain", 16, learning_rate=3e-3,
                             warmup_steps=10)
   # Cold start: scripted 1-hop trajectories only (deliberately imperfect: RL
-  # has to find the 2-hop and comparison strategies), enough of them that
-  # the model copies the question's entity rather than memorising examples.
-  c.stages.sft = stage("sft", 300, "sft", 8, learning_rate=1e-3, warmup_steps=10)
+  # has to find the 2-hop and comparison strategies): 100 in the world and
+  # 100 in each of 24 renamed copies of it, whose answers can only be read
+  # from the documents.
+  c.stages.sft = stage("sft", 500, "sft", 8, learning_rate=1e-3, warmup_steps=10)
   c.eval.num_questions = 88
   c.eval.batch_size = 44
   c.log.checkpoint_every = 20

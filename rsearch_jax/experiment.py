@@ -39,11 +39,20 @@ def validate(cfg) -> None:
   if cfg.data.sft_renamed_worlds < 0:
     problems.append(f"data.sft_renamed_worlds={cfg.data.sft_renamed_worlds} "
                     "should be >= 0")
-  if (cfg.data.sft_renamed_worlds or cfg.data.whole_word_names) and (
-      cfg.data.source != "synthetic"):
-    problems.append("data.sft_renamed_worlds and data.whole_word_names apply "
-                    "to the synthetic world only (data.source="
-                    f"{cfg.data.source!r})")
+  if cfg.data.copy_examples < 0:
+    problems.append(f"data.copy_examples={cfg.data.copy_examples} should be >= 0")
+  if (cfg.data.sft_renamed_worlds or cfg.data.whole_word_names
+      or cfg.data.copy_examples) and cfg.data.source != "synthetic":
+    problems.append("data.sft_renamed_worlds, data.whole_word_names and "
+                    "data.copy_examples apply to the synthetic world only "
+                    f"(data.source={cfg.data.source!r})")
+  for n in _names(cfg.curriculum):
+    if n in cfg.stages and cfg.stages[n].data == "copy" and (
+        cfg.data.copy_examples <= 0 or cfg.stages[n].kind != "sft"):
+      problems.append(f"stages.{n} trains on the copy examples: it needs "
+                      "data.copy_examples > 0 and kind 'sft' (data."
+                      f"copy_examples={cfg.data.copy_examples}, kind="
+                      f"{cfg.stages[n].kind!r})")
   if cfg.model.smear_keys and cfg.model.path != "scratch":
     problems.append("model.smear_keys applies to a scratch model only "
                     f"(model.path={cfg.model.path!r}: Llama / Qwen2 weights "
@@ -161,7 +170,7 @@ def build_trainer(cfg) -> Trainer:
 def _synthetic(cfg, mesh):
   """The demo world: everything is generated, trained and held out here."""
   from rsearch_jax import retrieval, tokenizer as tok_lib
-  from rsearch_jax.data import synthetic
+  from rsearch_jax.data import copying, synthetic
 
   world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
   splits = synthetic.make_splits(world, seed=cfg.seed)
@@ -236,6 +245,9 @@ def _synthetic(cfg, mesh):
   datasets = {"pretrain": pretrain, "sft": sft, "train": splits["train"],
               "train_unseen": [q for q in splits["train"]
                                if prompt_fn(q.question) not in scripted]}
+  if cfg.data.copy_examples:
+    datasets["copy"] = copying.copy_examples(
+        cfg.data.copy_examples, tok.text_piece_ids(), tok.eos_id, seed=cfg.seed)
   eval_sets = splits["heldout"][:cfg.eval.num_questions]
   return model, tok, retriever, datasets, prompt_fn, eval_sets
 

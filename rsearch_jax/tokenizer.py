@@ -278,6 +278,14 @@ class SentencePieceTokenizer(Tokenizer):
   def tag_ids(self) -> dict[str, int]:
     return dict(self._tag_ids)
 
+  def text_piece_ids(self) -> list[int]:
+    """The ids of the ordinary pieces: not control (BOS, EOS, pad), unknown,
+    unused or byte-fallback pieces, nor the tags."""
+    sp = self._sp
+    return [i for i in range(sp.get_piece_size())
+            if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i)
+                    or sp.is_unused(i) or sp.id_to_piece(i) in TAGS)]
+
   def _byte_ids(self, text: str) -> list[int]:
     ids = [self._sp.piece_to_id(f"<0x{b:02X}>") for b in text.encode("utf-8")]
     if any(i == self._sp.unk_id() for i in ids):

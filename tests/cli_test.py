@@ -36,8 +36,11 @@ def _train(*overrides: str) -> subprocess.CompletedProcess:
     ("--config.model.smear_keys=True --config.model.path=asset:x",
      ["model.smear_keys applies to a scratch model only",
       "--config.model.smear_keys=False"]),
+    # The copy warm-up stage with no copy examples: the stage and the field.
+    ("--config.data.copy_examples=0", ["stages.copy trains on the copy "
+                                       "examples", "data.copy_examples > 0"]),
 ], ids=["misspelled", "wrong_type", "inconsistent", "unknown_reward",
-        "negative_count", "smeared_keys_on_real_weights"])
+        "negative_count", "smeared_keys_on_real_weights", "copy_stage_no_data"])
 def test_bad_config_is_one_clear_error(override, expected, tmp_path):
   out = _train(*override.split(), f"--config.workdir={tmp_path}/run")
   assert out.returncode != 0

@@ -66,8 +66,25 @@ def test_renamed_worlds_add_counterfactual_trajectories(tmp_path):
     assert len(tok.encode(word)) == 1, word
 
 
+def test_copy_warm_up_examples_use_the_tokenizers_text_pieces(tmp_path):
+  cfg = _config(tmp_path, copy_examples=50)
+  mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+  _, tok, _, datasets, _, _ = experiment._synthetic(cfg, mesh)
+  examples = datasets["copy"]
+  assert len(examples) == 50
+  text = set(tok.text_piece_ids())
+  for prompt, [(target, retrieved)] in examples:
+    assert not retrieved and prompt[-2] == tok.eos_id  # then the copy
+    assert set(prompt[:-2]) | {prompt[-1]} | set(target) <= text
+  # The demo trains on them first, in a stage of kind "sft".
+  assert cfg.curriculum.split(",")[0] == "copy"
+  assert (cfg.stages.copy.kind, cfg.stages.copy.data) == ("sft", "copy")
+
+
 def test_train_unseen_holds_the_questions_the_cold_start_did_not_script(tmp_path):
-  cfg = _config(tmp_path)
+  # The world's own trajectories only (renamed worlds script more texts;
+  # test_renamed_worlds_add_counterfactual_trajectories covers them).
+  cfg = _config(tmp_path, sft_renamed_worlds=0)
   mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
   _, _, _, datasets, prompt_fn, _ = experiment._synthetic(cfg, mesh)
   world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))

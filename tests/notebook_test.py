@@ -22,7 +22,9 @@ TINY = {
     "world.num_companies": 6, "world.num_cities": 6,
     "model.vocab_size": 400, "model.hidden_size": 32,
     "model.intermediate_size": 64, "model.num_layers": 1,
-    "data.seq_len": 320, "data.sft_examples": 8,
+    "data.seq_len": 320, "data.sft_examples": 8, "data.copy_examples": 8,
+    "data.sft_renamed_worlds": 0,
+    "stages.copy.steps": 2, "stages.copy.batch_size": 4,
     "stages.pretrain.steps": 3, "stages.pretrain.batch_size": 4,
     "stages.sft.steps": 4, "stages.sft.batch_size": 4,
     "stages.rl.steps": 1, "stages.rl.batch_size": 2, "rl.group_size": 2,
@@ -80,13 +82,13 @@ def test_notebook_runs_and_writes_curves_and_summary(executed):
   rows = [l for l in table.splitlines() if l.startswith("|")]
   firsts = [l.strip("|").split("|")[0].strip() for l in rows]
   assert firsts[0] == "after", table
-  assert [f for f in firsts if f in ("start", "pretrain", "sft", "rl")] == [
-      "start", "pretrain", "sft", "rl"], table
+  assert [f for f in firsts if f in ("start", "copy", "pretrain", "sft", "rl")
+          ] == ["start", "copy", "pretrain", "sft", "rl"], table
   assert "em/internal" in rows[0] and "em/corpus" in rows[0], table
   # The budget took effect: each stage ran its shrunken number of steps.
   records = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   steps = [r["stage"] for r in records if "loss" in r]
-  assert steps == ["pretrain"] * 3 + ["sft"] * 4 + ["rl"] * 1
+  assert steps == ["copy"] * 2 + ["pretrain"] * 3 + ["sft"] * 4 + ["rl"] * 1
 
 
 def test_notebook_displays_curves_table_and_traces(executed):
@@ -95,7 +97,7 @@ def test_notebook_displays_curves_table_and_traces(executed):
   assert images, "the curves were not displayed"
   markdown = "\n".join(o["data"]["text/markdown"] for o in _outputs(nb, "text/markdown"))
   assert (workdir / "summary.md").read_text().strip() in markdown
-  assert "done: 8 steps" in markdown  # the live status line's final state
+  assert "done: 10 steps" in markdown  # the live status line's final state
   traces = [o["data"]["text/html"] for o in _outputs(nb, "text/html")]
   assert len(traces) == 2, traces
   for t in traces:

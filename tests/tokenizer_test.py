@@ -88,6 +88,20 @@ def test_spm_each_tag_is_one_id(spm_tok):
     assert ids == spm_tok.encode("a") + [tag_id] + spm_tok.encode("b")
 
 
+def test_spm_text_piece_ids_leave_out_specials_bytes_and_tags(spm_tok):
+  ids = spm_tok.text_piece_ids()
+  assert len(set(ids)) == len(ids)
+  left_out = set(range(spm_tok.vocab_size)) - set(ids)
+  assert {spm_tok.pad_id, spm_tok.bos_id, spm_tok.eos_id, spm_tok.unk_id,
+          *spm_tok.tag_ids.values()} <= left_out
+  # The 256 byte-fallback pieces are left out: each decodes alone to at most
+  # one byte, and together with the specials and tags they are all of them.
+  assert len(left_out) == 4 + len(TAGS) + 256
+  # Every piece of ordinary text is in.
+  text = "Alice Moreau was born in Paris. Glass River was produced by Bob Chen."
+  assert set(spm_tok.encode(text)) <= set(ids)
+
+
 @pytest.mark.parametrize("text", ROUND_TRIP)
 def test_spm_round_trip(spm_tok, text):
   assert spm_tok.decode(spm_tok.encode(text)) == text

@@ -16,7 +16,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A few steps of every stage, tiny sizes: the curriculum's plumbing, not its
 # learning (the demo itself shows that), except that the cold start must
 # teach the tiny model to call search.
-PRETRAIN, SFT, RL = 3, 80, 3
+COPY, PRETRAIN, SFT, RL = 2, 3, 80, 3
 TINY = [
     "--config.world.pretrain_repeats=2", "--config.world.num_people=20",
     "--config.world.num_films=10", "--config.world.num_companies=6",
@@ -24,6 +24,8 @@ TINY = [
     "--config.model.vocab_size=400", "--config.model.hidden_size=128",
     "--config.model.intermediate_size=256", "--config.model.num_layers=2",
     "--config.data.seq_len=384", "--config.data.sft_examples=8",
+    "--config.data.sft_renamed_worlds=0", "--config.data.copy_examples=8",
+    f"--config.stages.copy.steps={COPY}", "--config.stages.copy.batch_size=4",
     f"--config.stages.pretrain.steps={PRETRAIN}",
     "--config.stages.pretrain.batch_size=2",
     f"--config.stages.sft.steps={SFT}", "--config.stages.sft.batch_size=4",
@@ -73,8 +75,9 @@ def test_every_stage_runs_and_writes_its_outputs(full_run):
   rows = _metrics(workdir)
   train = [r for r in rows if not r["stage"].startswith(("start",)) and "loss" in r]
   stages = [r["stage"] for r in train]
-  assert stages == ["pretrain"] * PRETRAIN + ["sft"] * SFT + ["rl"] * RL
-  assert [r["step"] for r in train] == list(range(1, PRETRAIN + SFT + RL + 1))
+  assert stages == (["copy"] * COPY + ["pretrain"] * PRETRAIN + ["sft"] * SFT
+                    + ["rl"] * RL)
+  assert [r["step"] for r in train] == list(range(1, COPY + PRETRAIN + SFT + RL + 1))
   sft = [r["loss"] for r in train if r["stage"] == "sft"]
   assert sft[-1] < sft[0], sft  # the cold start learns its trajectories
   # ... and its held-out rollouts earn more of the RL reward than before it.
@@ -90,7 +93,7 @@ def test_every_stage_runs_and_writes_its_outputs(full_run):
     assert (workdir / name).is_file(), name
   assert (workdir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   table = (workdir / "summary.md").read_text()
-  for after in ("start", "pretrain", "sft", "rl"):
+  for after in ("start", "copy", "pretrain", "sft", "rl"):
     assert f"| {after} " in table or f"| {after}|" in table, table
   assert "em/internal" in table and "retrievals/corpus" in table
   assert list((workdir / "tensorboard").glob("events.*"))
@@ -108,7 +111,7 @@ def test_sigkill_mid_rl_then_resume_matches_uninterrupted(full_run, tmp_path):
   deadline = time.time() + 600
   # Kill once the first RL step is logged: mid-curriculum, mid-RL.
   while time.time() < deadline and proc.poll() is None:
-    if metrics.is_file() and any(json.loads(l)["step"] > PRETRAIN + SFT
+    if metrics.is_file() and any(json.loads(l)["step"] > COPY + PRETRAIN + SFT
                                  for l in metrics.read_text().splitlines() if l):
       break
     time.sleep(0.2)
@@ -119,5 +122,5 @@ def test_sigkill_mid_rl_then_resume_matches_uninterrupted(full_run, tmp_path):
                        env=_env())
   assert run.returncode == 0, run.stderr[-4000:]
   got = [r for r in _metrics(workdir) if "loss" in r]
-  assert [r["step"] for r in got] == list(range(1, PRETRAIN + SFT + RL + 1))
+  assert [r["step"] for r in got] == list(range(1, COPY + PRETRAIN + SFT + RL + 1))
   assert got == want

@@ -90,9 +90,10 @@ class RLSettings:
     loss: the objective (clipping, KL, entropy, mu, the document mask).
     micro_batches: gradient accumulation per update.
     memorization: "none", "rule" (rewrite_rule_based) or "policy".
-    fit_multiple: an update's batches are as wide as their longest row,
-      rounded up to this multiple (few compiled shapes); 0 keeps them at the
-      sampler's max_len (one shape, e.g. where compiling is slow).
+    fit_multiple: an update's batches (RL, SFT and pretraining alike) are as
+      wide as their longest row, rounded up to this multiple (few compiled
+      shapes); 0 keeps them at the sampler's max_len, or data.seq_len for
+      SFT and pretraining (one shape, e.g. where compiling is slow).
   """
 
   group_size: int = 4
@@ -241,8 +242,11 @@ class Trainer:
       examples = [(bos, [(text, False)]) for text in items]
     else:
       examples = list(items)
+    # As wide as the batch's longest row (rounded): padding columns change
+    # no number, and a short-row stage (SFT, copy warm-up) runs faster.
     batch = rollouts.nll_batch(self.tokenizer, examples, self.seq_len,
-                               rows=stage.batch_size)
+                               rows=stage.batch_size,
+                               fit_multiple=self.rl.fit_multiple)
     return self._learner.sft_step(batch)
 
   def _rl_step(self, stage: Stage, items, global_step: int, writer) -> dict[str, float]:
