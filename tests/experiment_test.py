@@ -67,7 +67,7 @@ def test_renamed_worlds_add_counterfactual_trajectories(tmp_path):
 
 
 def test_copy_warm_up_examples_use_the_tokenizers_text_pieces(tmp_path):
-  cfg = _config(tmp_path, copy_examples=50)
+  cfg = _config(tmp_path, copy_examples=50, sft_renamed_worlds=0)
   mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
   _, tok, _, datasets, _, _ = experiment._synthetic(cfg, mesh)
   examples = datasets["copy"]

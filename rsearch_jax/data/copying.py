@@ -7,8 +7,8 @@ demo's texts does not learn that in the minutes the demo has: everything in
 its pretraining text can also be predicted from memory, so nothing forces an
 induction circuit (`benchmarks/copying.py`, BENCHMARKS.md). A short stage on
 these examples does: each is `noise, x, SEP, x` with random tokens, the
-second `x` (after its first token) the only target, so memory cannot help and copying is the only
-way down. With `ModelConfig.smear_keys` the demo's decoder learns it in about
+second `x` (after its first token) the only target, so memory cannot help
+and copying is the only way down. With `ModelConfig.smear_keys` the demo's decoder learns it in about
 150 steps, and the circuit carries over to names in documents.
 
 An example is in the cold start's (prompt, segments) form, so a stage of kind
@@ -65,8 +65,6 @@ def copy_examples(num: int, ids: Sequence[int], sep: int, *, width: int = 64,
   for _ in range(num):
     n = int(rng.integers(min_copy, max_copy + 1))
     noise = ids[rng.integers(0, ids.size, int(rng.integers(0, width - 2 * n)))]
-    x = ids[rng.integers(0, ids.size, n)]
-    x = [int(t) for t in x]
-    out.append(([int(t) for t in noise] + x + [int(sep), x[0]],
-                [(x[1:], False)]))
+    x = ids[rng.integers(0, ids.size, n)].tolist()
+    out.append((noise.tolist() + x + [int(sep), x[0]], [(x[1:], False)]))
   return out
