@@ -10,8 +10,9 @@ Presets (every field: rsearch_jax/config_defaults.py):
   demo        the synthetic world (as configs/r1pp.py:demo) with the R1-Searcher
               curriculum: stage 1 retrieval + format reward, stage 2 F1 reward.
               A tiny model trained from scratch never writes the tags by
-              itself, so the demo keeps the same scripted cold start as
-              R1-Searcher++ (a documented deviation from the paper).
+              itself, so the demo gives it R1-Searcher++'s scripted cold
+              start (a documented deviation from the paper), with every fact
+              searched: R1-Searcher has no notion of internal knowledge.
   smollm2     SmolLM2-135M-Instruct (GGUF asset) over wiki-vital-en with BM25;
               tags stay plain text the model can already write; stage 1 on
               R1-Searcher's stage-1 questions.

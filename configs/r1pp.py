@@ -9,7 +9,8 @@ internal knowledge when it suffices, with memorization of retrieved facts.
 Presets (every field: rsearch_jax/config_defaults.py):
   demo        the synthetic world on 2 CPU cores: a SentencePiece tokenizer and
               a tiny decoder trained from scratch (pretrain on the internal
-              facts), SFT cold start on scripted trajectories, then RL with the
+              facts), SFT cold start on scripted trajectories that recall
+              internal facts and search the others, then RL with the
               R1-Searcher++ rewards (format, answer, fewest retrievals among
               correct rollouts) and rule-based memorization.
   smollm2     SmolLM2-135M-Instruct over wiki-vital-en (BM25) on R1-Searcher's
@@ -34,6 +35,10 @@ def get_config(preset: str = "demo"):
   c.rl.loss.mem_coef = 0.1
   if preset == "demo":
     synthetic_demo(c)
+    # R1-Searcher++'s cold start teaches both sources: the world's own
+    # trajectories recall internal facts in <internal> tags and search the
+    # rest (the renamed worlds' facts are unknown, so those search all).
+    c.data.sft_search_all = False
     c.curriculum = "copy,pretrain,sft,rl"
     c.stages.rl = stage("rl", 50, "train_unseen", 8, rewards=RL_REWARDS,
                         learning_rate=5e-5)

@@ -41,6 +41,8 @@ The config reference (README "Config reference" mirrors this):
   data.sft_examples / sft_one_hop_only / sft_search_all   the cold start
   data.sft_renamed_worlds   cold-start trajectories (up to sft_examples each)
                       in that many worlds with shuffled names (synthetic)
+  data.sft_renamed_two_hop  plus that many 2-hop / comparison trajectories
+                      in each renamed world
   data.whole_word_names     every name word one token (synthetic tokenizer)
   data.copy_examples  random-token copy examples in the dataset "copy" (a
                       stage of kind "sft" on it is the demo's copy warm-up;
@@ -96,7 +98,8 @@ def base(method: str) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       source="r1_searcher", dir="../shared/data/r1_searcher", seq_len=256,
       sft_examples=64, sft_one_hop_only=True, sft_search_all=True,
-      sft_renamed_worlds=0, whole_word_names=False, copy_examples=0))
+      sft_renamed_worlds=0, sft_renamed_two_hop=0, whole_word_names=False,
+      copy_examples=0))
   c.world = ml_collections.ConfigDict(dict(
       seed=0, num_people=50, num_films=25, num_companies=15, num_cities=10,
       married_fraction=0.5, internal_fraction=0.5, pretrain_repeats=30,

@@ -39,6 +39,11 @@ def validate(cfg) -> None:
   if cfg.data.sft_renamed_worlds < 0:
     problems.append(f"data.sft_renamed_worlds={cfg.data.sft_renamed_worlds} "
                     "should be >= 0")
+  if cfg.data.sft_renamed_two_hop < 0 or (cfg.data.sft_renamed_two_hop
+                                          and not cfg.data.sft_renamed_worlds):
+    problems.append(f"data.sft_renamed_two_hop={cfg.data.sft_renamed_two_hop} "
+                    "should be >= 0, and needs data.sft_renamed_worlds > 0 "
+                    f"(it is {cfg.data.sft_renamed_worlds})")
   if cfg.data.copy_examples < 0:
     problems.append(f"data.copy_examples={cfg.data.copy_examples} should be >= 0")
   if (cfg.data.sft_renamed_worlds or cfg.data.whole_word_names
@@ -211,20 +216,27 @@ def _synthetic(cfg, mesh):
       return text
     return search
 
-  examples = _sft_examples(cfg, world, splits["train"], prompt_fn,
-                           searcher(retriever), style)
+  own = _sft_examples(cfg, world, splits["train"], prompt_fn,
+                      searcher(retriever), style)
+  examples = list(own)
   # Counterfactual worlds (names shuffled): their answers must be read.
   keep = {e for q in splits["heldout_entities"] for e in q.entities}
   heldout_texts = {q.question for q in splits["heldout"]}
   for k in range(cfg.data.sft_renamed_worlds):
     other = world.renamed(k, keep=keep)
-    questions = [q for q in other.questions() if q.kind == "1hop"
-                 and not keep.intersection(q.entities)
+    search = searcher(retrieval.BM25Retriever(other.corpus()))
+    questions = [q for q in other.questions()
+                 if not keep.intersection(q.entities)
                  and q.question not in heldout_texts]
+    one_hop = [q for q in questions if q.kind == "1hop"]
     examples += _scripted(other, synthetic.sft_questions(
-        questions, len(questions), seed=cfg.seed + k), prompt_fn,
-        searcher(retrieval.BM25Retriever(other.corpus())), style, True,
-        cfg.data.sft_examples)
+        one_hop, len(one_hop), seed=cfg.seed + k), prompt_fn, search, style,
+        True, cfg.data.sft_examples)
+    if cfg.data.sft_renamed_two_hop:  # A few chained / comparison ones.
+      multi = [q for q in questions if q.kind != "1hop"]
+      examples += _scripted(other, synthetic.sft_questions(
+          multi, len(multi), one_hop_only=False, seed=cfg.seed + k), prompt_fn,
+          search, style, True, cfg.data.sft_renamed_two_hop)
   # Blocks enter the SFT rows as the sampler's token ids: re-encoding their
   # text can merge pieces differently, and a model trained on one split
   # fails on the other.
@@ -240,8 +252,10 @@ def _synthetic(cfg, mesh):
   # Packed to full rows (a text is ~80 tokens; rows hold seq_len, BOS first).
   pretrain = rl_lib.pack_texts(tok, pretrain, cfg.data.seq_len - 1)
   # RL may train on the questions the cold start did not script, as
-  # R1-Searcher keeps its SFT and RL questions apart.
-  scripted = {prompt for prompt, _ in examples}
+  # R1-Searcher keeps its SFT and RL questions apart. A renamed world's
+  # trajectory shares a text, not an answer, with the world's question, so
+  # only the world's own trajectories are left out.
+  scripted = {prompt for prompt, _ in own}
   datasets = {"pretrain": pretrain, "sft": sft, "train": splits["train"],
               "train_unseen": [q for q in splits["train"]
                                if prompt_fn(q.question) not in scripted]}

@@ -32,6 +32,9 @@ def _train(*overrides: str) -> subprocess.CompletedProcess:
     # An out-of-range count, naming the field.
     ("--config.data.sft_renamed_worlds=-1", ["data.sft_renamed_worlds=-1",
                                              ">= 0"]),
+    # Multi-hop trajectories asked of no renamed world: both fields named.
+    ("--config.data.sft_renamed_two_hop=2 --config.data.sft_renamed_worlds=0",
+     ["data.sft_renamed_two_hop=2", "data.sft_renamed_worlds > 0"]),
     # Smeared keys asked of real weights: named, with the fix.
     ("--config.model.smear_keys=True --config.model.path=asset:x",
      ["model.smear_keys applies to a scratch model only",
@@ -40,7 +43,8 @@ def _train(*overrides: str) -> subprocess.CompletedProcess:
     ("--config.data.copy_examples=0", ["stages.copy trains on the copy "
                                        "examples", "data.copy_examples > 0"]),
 ], ids=["misspelled", "wrong_type", "inconsistent", "unknown_reward",
-        "negative_count", "smeared_keys_on_real_weights", "copy_stage_no_data"])
+        "negative_count", "two_hop_without_renamed_worlds",
+        "smeared_keys_on_real_weights", "copy_stage_no_data"])
 def test_bad_config_is_one_clear_error(override, expected, tmp_path):
   out = _train(*override.split(), f"--config.workdir={tmp_path}/run")
   assert out.returncode != 0

@@ -35,7 +35,8 @@ def _answer(segments):
 
 
 def test_renamed_worlds_add_counterfactual_trajectories(tmp_path):
-  cfg = _config(tmp_path, sft_renamed_worlds=3, whole_word_names=True)
+  cfg = _config(tmp_path, sft_renamed_worlds=3, sft_renamed_two_hop=0,
+                whole_word_names=True)
   mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
   model, tok, retriever, datasets, prompt_fn, eval_sets = experiment._synthetic(
       cfg, mesh)
@@ -66,6 +67,44 @@ def test_renamed_worlds_add_counterfactual_trajectories(tmp_path):
     assert len(tok.encode(word)) == 1, word
 
 
+def test_renamed_worlds_add_a_few_multi_hop_trajectories(tmp_path):
+  cfg = _config(tmp_path, sft_renamed_worlds=2, sft_renamed_two_hop=3)
+  mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+  _, tok, _, datasets, prompt_fn, _ = experiment._synthetic(cfg, mesh)
+  world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
+  splits = synthetic.make_splits(world, seed=cfg.seed)
+  keep = {e for q in splits["heldout_entities"] for e in q.entities}
+  held_prompts = {prompt_fn(q.question) for q in splits["heldout"]}
+  sft = datasets["sft"]
+  assert len(sft) == 8 + 2 * (8 + 3)
+  kinds = []
+  for k in range(2):
+    # Each renamed world: 8 one-hop trajectories, then 3 multi-hop ones.
+    other = {prompt_fn(q.question): q for q in world.renamed(k, keep=keep).questions()}
+    start = 8 + k * 11
+    for prompt, segments in sft[start:start + 8]:
+      assert other[prompt].kind == "1hop"
+    for prompt, segments in sft[start + 8:start + 11]:
+      q = other[prompt]
+      kinds.append(q.kind)
+      assert q.kind in ("2hop", "comparison") and prompt not in held_prompts
+      assert not keep.intersection(q.entities)
+      assert _answer(segments) == q.answers[0]  # the renamed world's answer
+      # One search a hop (the world's own facts are not this world's).
+      blocks = [tok.decode(ids) for ids, retrieved in segments if retrieved]
+      assert len(blocks) >= 2
+      for fact in q.facts:
+        assert any(fact.subject in b and fact.object in b for b in blocks), fact
+  assert set(kinds) == {"2hop", "comparison"}  # spread over the kinds
+  # RL questions: the training questions but the world's own 8 scripted ones
+  # (a renamed world's trajectory shares a text, not an answer, with them).
+  unseen = [prompt_fn(q.question) for q in datasets["train_unseen"]]
+  assert sorted(unseen + [prompt for prompt, _ in sft[:8]]) == sorted(
+      prompt_fn(q.question) for q in splits["train"])
+  assert {q.kind for q in datasets["train_unseen"]} == {"1hop", "2hop",
+                                                        "comparison"}
+
+
 def test_copy_warm_up_examples_use_the_tokenizers_text_pieces(tmp_path):
   cfg = _config(tmp_path, copy_examples=50, sft_renamed_worlds=0)
   mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
@@ -84,7 +123,7 @@ def test_copy_warm_up_examples_use_the_tokenizers_text_pieces(tmp_path):
 def test_train_unseen_holds_the_questions_the_cold_start_did_not_script(tmp_path):
   # The world's own trajectories only (renamed worlds script more texts;
   # test_renamed_worlds_add_counterfactual_trajectories covers them).
-  cfg = _config(tmp_path, sft_renamed_worlds=0)
+  cfg = _config(tmp_path, sft_renamed_worlds=0, sft_renamed_two_hop=0)
   mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
   _, _, _, datasets, prompt_fn, _ = experiment._synthetic(cfg, mesh)
   world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
