@@ -228,15 +228,14 @@ def _synthetic(cfg, mesh):
     questions = [q for q in other.questions()
                  if not keep.intersection(q.entities)
                  and q.question not in heldout_texts]
-    one_hop = [q for q in questions if q.kind == "1hop"]
-    examples += _scripted(other, synthetic.sft_questions(
-        one_hop, len(one_hop), seed=cfg.seed + k), prompt_fn, search, style,
-        True, cfg.data.sft_examples)
-    if cfg.data.sft_renamed_two_hop:  # A few chained / comparison ones.
-      multi = [q for q in questions if q.kind != "1hop"]
-      examples += _scripted(other, synthetic.sft_questions(
-          multi, len(multi), one_hop_only=False, seed=cfg.seed + k), prompt_fn,
-          search, style, True, cfg.data.sft_renamed_two_hop)
+    # 1-hop trajectories, then a few chained / comparison ones.
+    for multi_hop, n in ((False, cfg.data.sft_examples),
+                         (True, cfg.data.sft_renamed_two_hop)):
+      pool = [q for q in questions if (q.kind != "1hop") == multi_hop]
+      if n:
+        examples += _scripted(other, synthetic.sft_questions(
+            pool, len(pool), one_hop_only=False, seed=cfg.seed + k),
+            prompt_fn, search, style, True, n)
   # Blocks enter the SFT rows as the sampler's token ids: re-encoding their
   # text can merge pieces differently, and a model trained on one split
   # fails on the other.

@@ -8,8 +8,9 @@ its pretraining text can also be predicted from memory, so nothing forces an
 induction circuit (`benchmarks/copying.py`, BENCHMARKS.md). A short stage on
 these examples does: each is `noise, x, SEP, x` with random tokens, the
 second `x` (after its first token) the only target, so memory cannot help
-and copying is the only way down. With `ModelConfig.smear_keys` the demo's decoder learns it in about
-150 steps, and the circuit carries over to names in documents.
+and copying is the only way down. With `ModelConfig.smear_keys` the demo's
+decoder learns it in about 150 steps, and the circuit carries over to names
+in documents.
 
 An example is in the cold start's (prompt, segments) form, so a stage of kind
 "sft" trains on it with the loss on the copy alone:
