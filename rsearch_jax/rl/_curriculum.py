@@ -270,8 +270,13 @@ class Trainer:
                                          list(it.answers)) for s in group]
     rewards = np.asarray(totals, np.float32)
     loss_cfg = self.rl.loss
-    max_len = out.tokens.shape[1]
-    out = rollouts.fit_to_rollouts(out, self.rl.fit_multiple)
+    mem_examples = None
+    if loss_cfg.mem_coef > 0 and self.rl.memorization != "none":
+      mem_examples = [(p, [(c, False)]) for p, c in mem_lib.memorization_examples(
+          prompts, segs, correct, out.num_searches, self._rewriter(sampler))]
+    n_mem = len(mem_examples or ())
+    out, mem = rollouts.fit_with_memorization(out, self.tokenizer, mem_examples,
+                                              self.rl.fit_multiple)
     mask = rollouts.training_mask(out, loss_cfg.mask_documents)
     if loss_cfg.mask_documents:
       old = out.logprobs
@@ -288,14 +293,6 @@ class Trainer:
         ref_logprobs=ref, kl_coef=loss_cfg.kl_coef,
         fold_kl=loss_cfg.kl_kind == "k1_reward", whiten=self.rl.whiten)
     batch = rollouts.rl_batch(out, adv, mask, old, ref)
-    mem, n_mem = None, 0
-    if loss_cfg.mem_coef > 0 and self.rl.memorization != "none":
-      mem_examples = mem_lib.memorization_examples(
-          prompts, segs, correct, out.num_searches, self._rewriter(sampler))
-      n_mem = len(mem_examples)
-      mem = rollouts.nll_batch(
-          self.tokenizer, [(p, [(c, False)]) for p, c in mem_examples],
-          max_len, rows=len(prompts), fit_multiple=self.rl.fit_multiple)
     stats = learner.rl_step(batch, mem)
     sampled = out.loss_mask.sum(axis=1)
     m = dict(stats)
