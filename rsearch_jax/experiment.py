@@ -7,6 +7,9 @@ Main entry points:
                            corpus, pretraining text, SFT trajectories, RL
                            questions, held-out evaluation) or "r1_searcher"
                            (real model, R1-Searcher's training questions).
+  synthetic_splits(world, seed, data_dir)
+                           the demo world's question splits, read through the
+                           seqio Task they are written to.
 
 `launch/train.py` calls `build_trainer(cfg).run()`.
 """
@@ -178,13 +181,13 @@ def _synthetic(cfg, mesh):
   from rsearch_jax.data import copying, synthetic
 
   world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
-  splits = synthetic.make_splits(world, seed=cfg.seed)
+  workdir = pathlib.Path(cfg.workdir)
+  splits = synthetic_splits(world, cfg.seed, workdir / "data")
   corpus = world.corpus()
   retriever = retrieval.BM25Retriever(corpus)
   pretrain = world.pretraining_texts()
   style = cfg.method
   prompt_fn = lambda q: synthetic.prompt(q, style)
-  workdir = pathlib.Path(cfg.workdir)
   tok_texts = pretrain + [d.contents() for d in corpus] + [
       prompt_fn(q.question) for q in splits["train"]]
   tok = tok_lib.SentencePieceTokenizer.train(tok_texts, cfg.model.vocab_size,
@@ -265,6 +268,16 @@ def _synthetic(cfg, mesh):
   return model, tok, retriever, datasets, prompt_fn, eval_sets
 
 
+def synthetic_splits(world, seed: int, data_dir) -> dict[str, list]:
+  """The world's question splits (`synthetic.make_splits`), as the run reads
+  them: written to `data_dir/synthetic_{split}.jsonl`, registered as a seqio
+  Task and loaded back through it (the same Questions, in the same order)."""
+  from rsearch_jax.data import _tasks, synthetic
+  splits = synthetic.make_splits(world, seed=seed)
+  task = _tasks.register_synthetic_task(splits, data_dir)
+  return {split: _tasks.load_synthetic_questions(task, split) for split in splits}
+
+
 def _sft_examples(cfg, world, train, prompt_fn, search, style):
   """`data.sft_examples` scripted trajectories. A question whose search block
   (cut to the sampler's document budget) misses the hop's fact is skipped,
@@ -303,7 +316,6 @@ def _scripted(world, questions, prompt_fn, search, style, search_all, n):
 
 def _r1_searcher(cfg, mesh):
   """A real model on R1-Searcher's training questions."""
-  from rsearch_jax.data import _qa
   model, tok = builders.policy_from_config(cfg, mesh)
   retriever = builders.retriever_from_config(cfg)
   prompt_fn = lambda q: prompts.render_prompt(q, cfg.method, cfg.model.chat)
@@ -311,6 +323,8 @@ def _r1_searcher(cfg, mesh):
   _tasks.register_qa_tasks(str(cfg.data.dir))  # R1-Searcher's sets as seqio tasks
   datasets = {"stage_1": _tasks.load_task_examples("r1_stage1"),
               "stage_2": _tasks.load_task_examples("r1_stage2")}
-  eval_sets = _qa.read_qa_jsonl(cfg.eval.file)[:cfg.eval.num_questions]
+  # One of R1-Searcher's four eval sets reads through its seqio Task.
+  eval_sets = _tasks.load_qa_file(cfg.eval.file, str(cfg.data.dir))[
+      :cfg.eval.num_questions]
   return model, tok, retriever, datasets, prompt_fn, eval_sets
 

@@ -265,6 +265,42 @@ def test_load_task_examples_equals_reader(tasks, shared_data, task, rel):
   assert len(got) == SHIPPED[rel]
 
 
+@pytest.mark.parametrize("name, task", [
+    ("bamboogle.jsonl", "r1_eval_bamboogle"),
+    ("hotpotqa_500.jsonl", "r1_eval_hotpotqa"),
+    ("2wiki_500.jsonl", "r1_eval_2wiki"),
+    ("musique_500.jsonl", "r1_eval_musique"),
+])
+def test_an_r1_eval_file_loads_through_its_task(tasks, shared_data, monkeypatch,
+                                                name, task):
+  root = shared_data / "r1_searcher"
+  path = root / "eval_set" / name
+  loaded = []
+  load = tasks.load_task_examples
+  monkeypatch.setattr(tasks, "load_task_examples",
+                      lambda *a: loaded.append(a) or load(*a))
+  assert tasks.eval_task_for(path, root) == task
+  got = tasks.load_qa_file(path, root)
+  assert loaded == [(task,)]  # through the seqio Task ...
+  assert got == read_qa_jsonl(path)  # ... the reader's rows, in order
+  assert len(got) == SHIPPED[f"eval_set/{name}"]
+
+
+def test_another_file_loads_with_the_reader(tasks, shared_data, tmp_path,
+                                            monkeypatch):
+  root = shared_data / "r1_searcher"
+  monkeypatch.setattr(tasks, "load_task_examples",
+                      lambda *a: pytest.fail(f"read through a task: {a}"))
+  # Not an eval set: a training file, and a copy of an eval set elsewhere.
+  copy = tmp_path / "bamboogle.jsonl"
+  copy.write_bytes((root / "eval_set" / "bamboogle.jsonl").read_bytes())
+  for path in (root / "training_set" / "stage_1.jsonl", copy):
+    assert tasks.eval_task_for(path, root) is None
+    assert tasks.load_qa_file(path, root) == read_qa_jsonl(path)
+  # Without the data folder, nothing is registered either.
+  assert tasks.load_qa_file(copy, tmp_path / "no_such_dir") == read_qa_jsonl(copy)
+
+
 def test_jsonl_task_aliases_and_splits(tasks, tmp_path):
   train = _write(tmp_path / "train.jsonl", [
       json.dumps({"idx": 0, "question": "Who directed X?",

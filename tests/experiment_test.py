@@ -1,15 +1,18 @@
 """The demo's data assembly (`experiment._synthetic`): the cold start's
-trajectories in renamed worlds, the whole-word tokenizer, and the RL
-questions the cold start left out."""
+trajectories in renamed worlds, the whole-word tokenizer, the RL questions
+the cold start left out, and the question splits read through a seqio Task
+(the same questions, in the same order, as the world's splits)."""
 
 import importlib.util
+import json
 import pathlib
 import re
 
 import jax
 
+from rsearch_jax import eval as eval_lib
 from rsearch_jax import experiment, sharding
-from rsearch_jax.data import synthetic
+from rsearch_jax.data import _tasks, synthetic
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -124,14 +127,77 @@ def test_train_unseen_holds_the_questions_the_cold_start_did_not_script(tmp_path
   # The world's own trajectories only (renamed worlds script more texts;
   # test_renamed_worlds_add_counterfactual_trajectories covers them).
   cfg = _config(tmp_path, sft_renamed_worlds=0, sft_renamed_two_hop=0)
+  cfg.eval.num_questions = 10
   mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
-  _, _, _, datasets, prompt_fn, _ = experiment._synthetic(cfg, mesh)
+  _, _, _, datasets, prompt_fn, eval_sets = experiment._synthetic(cfg, mesh)
   world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
-  train = synthetic.make_splits(world, seed=cfg.seed)["train"]
+  splits = synthetic.make_splits(world, seed=cfg.seed)
+  train = splits["train"]
   scripted = [prompt for prompt, _ in datasets["sft"]]
   unseen = [prompt_fn(q.question) for q in datasets["train_unseen"]]
   assert len(scripted) == 8 and not set(scripted) & set(unseen)
   assert sorted(scripted + unseen) == sorted(prompt_fn(q.question) for q in train)
+  # Read through the seqio Task, the questions are the world's splits, in
+  # their order: RL's, the ones it leaves to RL, and the held-out ones.
+  assert datasets["train"] == train
+  assert datasets["train_unseen"] == [q for q in train
+                                      if prompt_fn(q.question) not in scripted]
+  assert eval_sets == splits["heldout"][:10]
+  for split in ("train", "heldout", "heldout_entities"):
+    assert (tmp_path / "data" / f"synthetic_{split}.jsonl").is_file()
   # The cold start is 1-hop only, so every multi-hop question stays for RL.
   assert sum(q.hops == 2 for q in datasets["train_unseen"]) == sum(
       q.hops == 2 for q in train)
+
+
+def _fields(q):
+  return (q.id, q.question, q.answers, q.hops, q.kind, q.internal, q.facts,
+          q.entities)
+
+
+def test_synthetic_splits_read_through_seqio_equal_the_worlds_splits(
+    tmp_path, monkeypatch):
+  world = synthetic.make_world(synthetic.WorldConfig(
+      num_people=20, num_films=10, num_companies=6, num_cities=6))
+  loaded = []
+  load = _tasks.load_task_examples
+
+  def recording_load(task, split=None):
+    loaded.append((task, split))
+    return load(task, split)
+
+  monkeypatch.setattr(_tasks, "load_task_examples", recording_load)
+  via = experiment.synthetic_splits(world, 3, tmp_path / "data")
+  direct = synthetic.make_splits(world, seed=3)
+  assert list(via) == list(direct) == ["train", "heldout", "heldout_entities"]
+  for split, questions in direct.items():
+    got = via[split]
+    # Equal Questions (every field), in the same order; read back, not the
+    # same objects.
+    assert [_fields(q) for q in got] == [_fields(q) for q in questions]
+    assert got == questions and got[0] is not questions[0]
+    assert all(type(q) is synthetic.Question for q in got)
+    # The labels evaluation splits its metrics by: knowledge (internal) and
+    # hops, with their types; and the kind.
+    for g, d in zip(got, questions):
+      assert type(g.internal) is bool and type(g.hops) is int
+      assert g.kind == d.kind in ("1hop", "2hop", "comparison")
+      assert eval_lib._labels(g) == {
+          "knowledge": "internal" if d.internal else "corpus",
+          "hops": f"{d.hops}hop"}
+    # The files hold the split, one JSON row per question.
+    path = tmp_path / "data" / f"synthetic_{split}.jsonl"
+    rows = [json.loads(l) for l in path.read_text().splitlines()]
+    assert [(r["idx"], r["question"], r["kind"], r["internal"]) for r in rows] == [
+        (q.id, q.question, q.kind, q.internal) for q in questions]
+  # Every split came through one seqio Task named after its data.
+  [task] = {t for t, _ in loaded}
+  assert [s for _, s in loaded] == list(direct)
+  assert task.startswith("synthetic_")
+  import seqio  # noqa: PLC0415
+  assert tuple(seqio.TaskRegistry.get(task).splits) == tuple(direct)
+  # Another seed holds other questions: another Task.
+  loaded.clear()
+  other = experiment.synthetic_splits(world, 4, tmp_path / "data4")
+  assert other["train"] != via["train"]
+  assert {t for t, _ in loaded} != {task}

@@ -24,19 +24,29 @@ Main entry points:
                                      r1_eval_hotpotqa, r1_eval_2wiki,
                                      r1_eval_musique, r1_eval_bamboogle
                                      (split "test").
-  register_jsonl_task(name, paths)   any JSONL file(s) in that format, e.g. the
-                                     synthetic task's splits.
+  register_jsonl_task(name, paths)   any JSONL file(s) in that format.
   load_task_examples(name, split)    a Task's split -> list[QAExample], in
                                      file order.
+  load_qa_file(path, data_dir)       a QA JSONL file's examples: through its
+                                     eval Task when it is one of R1-Searcher's
+                                     four eval sets, else `read_qa_jsonl`
+                                     (`eval_task_for` names that Task).
+  register_synthetic_task(splits, data_dir)
+                                     the synthetic world's splits written as
+                                     JSONL, one Task "synthetic_<digest>".
+  load_synthetic_questions(name, split)
+                                     a split of it -> the world's Questions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+from rsearch_jax.data import synthetic
 from rsearch_jax.data._qa import QAExample, read_qa_jsonl
 
 PathLike = str | os.PathLike
@@ -217,3 +227,67 @@ def load_task_examples(task_name: str,
         answers=tuple(a.decode() for a in row["answers"]),
         extra=json.loads(extra.decode()) if extra is not None else {}))
   return examples
+
+
+def eval_task_for(path: PathLike,
+                  data_dir: PathLike = DEFAULT_DATA_DIR) -> str | None:
+  """The name of R1-Searcher's eval Task (`R1_TASKS`, split "test") whose
+  file under `data_dir` is `path`, or None."""
+  path = pathlib.Path(path).resolve()
+  root = pathlib.Path(data_dir)
+  for name, (split, rel) in R1_TASKS.items():
+    if split == "test" and (root / rel).resolve() == path:
+      return name
+  return None
+
+
+def load_qa_file(path: PathLike,
+                 data_dir: PathLike = DEFAULT_DATA_DIR) -> list[QAExample]:
+  """A question-answer JSONL file's examples, in file order: read through
+  its seqio Task (registering R1-Searcher's tasks from `data_dir`) when it is
+  one of R1-Searcher's four eval sets there, else with `read_qa_jsonl`.
+  Either way the same examples."""
+  name = eval_task_for(path, data_dir)
+  if name is None:
+    return read_qa_jsonl(path)
+  register_qa_tasks(data_dir)
+  return load_task_examples(name)
+
+
+def register_synthetic_task(splits: Mapping[str, Sequence[synthetic.Question]],
+                            data_dir: PathLike) -> str:
+  """Writes the synthetic world's splits and registers them as one Task.
+
+  Each split goes to `data_dir/synthetic_{split}.jsonl` (`synthetic.
+  write_jsonl`: R1-Searcher's fields plus the labels), and the Task, one
+  split per file, is named "synthetic_" + a digest of the files, so another
+  world (or seed) is another Task.
+
+  Args:
+    splits: split name -> `synthetic.Question`s (e.g. `make_splits`' dict).
+    data_dir: the folder for the files (created if missing).
+
+  Returns:
+    The Task name.
+  """
+  data_dir = pathlib.Path(data_dir)
+  data_dir.mkdir(parents=True, exist_ok=True)
+  digest = hashlib.sha256()
+  paths = {}
+  for split, questions in splits.items():
+    path = data_dir / f"synthetic_{split}.jsonl"
+    synthetic.write_jsonl(questions, path)
+    digest.update(f"{split}\0".encode() + path.read_bytes() + b"\0")
+    paths[split] = path
+  name = f"synthetic_{digest.hexdigest()[:12]}"
+  register_jsonl_task(name, paths)
+  return name
+
+
+def load_synthetic_questions(task_name: str,
+                             split: str) -> list[synthetic.Question]:
+  """A split of `register_synthetic_task`'s Task as `synthetic.Question`s
+  (ids, texts, answers and labels as written), in order."""
+  return [synthetic.question_from_example(
+              ex, f"seqio task {task_name!r}, split {split!r}, row {i}")
+          for i, ex in enumerate(load_task_examples(task_name, split))]

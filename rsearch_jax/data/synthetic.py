@@ -84,6 +84,8 @@ Main entry points:
                                             .questions(), .is_internal(fact)
   make_splits(world, seed) -> {"train", "heldout", "heldout_entities"}
   write_jsonl(questions, path), read_jsonl(path)
+  question_from_example(example, where)     a row read back (e.g. from a
+                                            seqio Task) -> Question
   prompt(question, style), scripted_trajectory(question, world, style, search),
   sft_questions(questions, n, one_hop_only=..., seed=...)
 """
@@ -893,6 +895,14 @@ def read_jsonl(path: PathLike) -> list[Question]:
   """Reads `write_jsonl`'s files; errors name file:line and the field."""
   return [_question_from_row(ex.idx, ex.question, ex.answers, ex.extra, where)
           for where, ex in iter_qa_rows(path)]
+
+
+def question_from_example(example, where: str) -> Question:
+  """A `write_jsonl` row read back as a QAExample (e.g. from the seqio Task
+  of `data._tasks.register_synthetic_task`) -> the Question it was; errors
+  name `where` and the field."""
+  return _question_from_row(example.idx, example.question, example.answers,
+                            example.extra, where)
 
 
 def _question_from_row(idx, question, answers, extra, where) -> Question:

@@ -6,19 +6,24 @@ policy is trained on the rewritten trajectory with an NLL loss (weight `mu`)
 alongside the RL objective, so that what it looked up becomes what it knows.
 
 Main entry points:
-  rewrite_rule_based(segments, tags)   query + documents -> <internal> facts:
-                                       the document sentences that share words
-                                       with the query (exact for the synthetic
-                                       world, whose documents state one fact
-                                       per sentence).
-  PolicyRewriter(sampler, ...)         the policy itself, prompted to restate
+  rewrite_rule_based(segments, tags)   query + documents -> <internal> fact:
+                                       the document sentence that shares the
+                                       most words with the query (exact for
+                                       the synthetic world, whose documents
+                                       state one fact per sentence).
+  PolicyRewriter(generate)             the policy itself, prompted to restate
                                        the documents as a fact it knows.
   memorization_examples(...)           picks the correct, retrieving rollouts
                                        and returns (prompt, completion) texts.
+
+A rewriter returns None when there is nothing to memorize faithfully: no
+retrieval, a block that follows no query of the policy's own text (first in
+the completion, or right after another block), or no fact for a block.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Callable, Sequence
 
@@ -37,14 +42,18 @@ def _content_words(text: str) -> set[str]:
 
 
 def _doc_sentences(block: str, tags: MethodTags) -> list[str]:
+  """The block's complete sentences: a title line, or a document cut short
+  by its token budget, ends without punctuation and states no fact."""
   body = block.replace(tags.docs_begin, " ").replace(tags.docs_end, " ")
   body = re.sub(r"\(\d+\)", "\n", body)  # the "(1)", "(2)" document labels
-  return [s.strip() for s in _SENT.split(body) if len(s.strip()) > 1]
+  sentences = (s.strip() for s in _SENT.split(body))
+  return [s for s in sentences if len(s) > 1 and s.endswith((".", "!", "?"))]
 
 
 def relevant_sentences(query: str, block: str, tags: MethodTags,
-                       max_sentences: int = 2) -> list[str]:
-  """The block's sentences sharing the most content words with the query."""
+                       max_sentences: int = 1) -> list[str]:
+  """The block's sentences sharing the most content words with the query,
+  best first (ties in block order)."""
   want = _content_words(query)
   scored = []
   for i, s in enumerate(_doc_sentences(block, tags)):
@@ -54,27 +63,73 @@ def relevant_sentences(query: str, block: str, tags: MethodTags,
   return [s for _, _, s in sorted(scored)[:max_sentences]]
 
 
-def rewrite_rule_based(segments: Segments, tags: MethodTags,
-                       internal: tuple[str, str] = ("<internal>", "</internal>"),
-                       max_sentences: int = 2) -> str | None:
-  """The completion with each `query + retrieved block` replaced by
-  `<internal> relevant document sentences </internal>`; None if a block has
-  no sentence related to its query (nothing to memorize faithfully)."""
-  out: list[str] = []
-  for j, (text, retrieved) in enumerate(segments):
+@dataclasses.dataclass(frozen=True)
+class _Retrieval:
+  """One retrieved block and the query it answers.
+
+  Attributes:
+    text: index (among the policy's texts) of the text ending with the query.
+    cut: where the query's opening tag starts in that text.
+    query: the query, without its tags.
+    block: the retrieved block, verbatim.
+  """
+
+  text: int
+  cut: int
+  query: str
+  block: str
+
+
+def _retrievals(segments: Segments, tags: MethodTags
+                ) -> tuple[list[str], list[_Retrieval]] | None:
+  """The policy's texts and each block's query (the last query of the text
+  right before the block); None when a block does not follow such a query."""
+  texts: list[str] = []
+  found: list[_Retrieval] = []
+  after_text = False
+  for text, retrieved in segments:
     if not retrieved:
-      out.append(text)
+      texts.append(text)
+      after_text = True
       continue
-    prev = out.pop() if out else ""
-    cut = prev.rfind(tags.query_begin)
+    cut = texts[-1].rfind(tags.query_begin) if after_text else -1
     if cut < 0:
       return None
-    query = prev[cut + len(tags.query_begin):].replace(tags.query_end, "")
-    facts = relevant_sentences(query, text, tags, max_sentences)
-    if not facts:
+    query = texts[-1][cut + len(tags.query_begin):].replace(tags.query_end, "")
+    found.append(_Retrieval(len(texts) - 1, cut, query.strip(), text))
+    after_text = False
+  return texts, found
+
+
+def _recall(texts: list[str], found: Sequence[_Retrieval], facts: Sequence[str],
+            internal: tuple[str, str]) -> str:
+  """The policy's texts with each query (and so its block) replaced by its
+  fact in internal tags."""
+  texts = list(texts)
+  for r, fact in zip(found, facts, strict=True):
+    texts[r.text] = texts[r.text][:r.cut] + internal[0] + fact + internal[1]
+  return "".join(texts)
+
+
+def rewrite_rule_based(segments: Segments, tags: MethodTags,
+                       internal: tuple[str, str] = ("<internal>", "</internal>"),
+                       max_sentences: int = 1) -> str | None:
+  """The completion with each `query + retrieved block` replaced by
+  `<internal> the block's sentence most related to the query </internal>`
+  (up to `max_sentences` of them); None when there is nothing to memorize
+  faithfully (no retrieval, a block without its own query, or a block with
+  no sentence related to its query)."""
+  parsed = _retrievals(segments, tags)
+  if parsed is None or not parsed[1]:
+    return None
+  texts, found = parsed
+  facts = []
+  for r in found:
+    sentences = relevant_sentences(r.query, r.block, tags, max_sentences)
+    if not sentences:
       return None
-    out.append(prev[:cut] + internal[0] + " ".join(facts) + internal[1])
-  return "".join(out)
+    facts.append(" ".join(sentences))
+  return _recall(texts, found, facts, internal)
 
 
 class PolicyRewriter:
@@ -95,35 +150,31 @@ class PolicyRewriter:
     self.internal = internal
 
   def __call__(self, segments: Segments, tags: MethodTags) -> str | None:
-    pairs, out = [], []
-    for text, retrieved in segments:
-      if retrieved:
-        prev = out[-1] if out else ""
-        cut = prev.rfind(tags.query_begin)
-        if cut < 0:
-          return None
-        pairs.append((len(out) - 1, cut, prev[cut + len(tags.query_begin):]
-                      .replace(tags.query_end, "").strip(), text))
-        out.append(None)  # placeholder for the block
-      else:
-        out.append(text)
-    if not pairs:
+    """The completion with each `query + retrieved block` replaced by the
+    first line of the policy's answer to `PROMPT` (one call for all of them),
+    in internal tags; None when there is nothing to memorize faithfully (no
+    retrieval, a block without its own query, or a blank answer)."""
+    parsed = _retrievals(segments, tags)
+    if parsed is None or not parsed[1]:
       return None
-    facts = self.generate([self.PROMPT.format(query=q, docs=d)
-                           for _, _, q, d in pairs])
-    for (i, cut, _, _), fact in zip(pairs, facts):
-      fact = fact.strip().split("\n")[0]
-      if not fact:
-        return None
-      out[i] = out[i][:cut] + self.internal[0] + fact + self.internal[1]
-    return "".join(t for t in out if t is not None)
+    texts, found = parsed
+    facts = self.generate([self.PROMPT.format(query=r.query, docs=r.block)
+                           for r in found])
+    if len(facts) != len(found):
+      raise ValueError(f"PolicyRewriter: generate returned {len(facts)} "
+                       f"completions for {len(found)} prompts")
+    facts = [fact.strip().split("\n")[0] for fact in facts]
+    if not all(facts):
+      return None
+    return _recall(texts, found, facts, self.internal)
 
 
 def memorization_examples(prompts: Sequence[str], segments: Sequence[Segments],
                           correct: Sequence[bool], num_retrievals: Sequence[int],
                           rewrite: Callable[[Segments], str | None]
                           ) -> list[tuple[str, str]]:
-  """(prompt, rewritten completion) for every correct rollout that retrieved."""
+  """(prompt, rewritten completion) for every correct rollout that retrieved
+  and that `rewrite` could rewrite (it returns None otherwise)."""
   out = []
   for prompt, segs, ok, n in zip(prompts, segments, correct, num_retrievals):
     if ok and n > 0:
