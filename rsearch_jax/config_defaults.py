@@ -33,8 +33,9 @@ The config reference (README "Config reference" mirrors this):
                       this multiple (0: always sampling.max_len, or
                       data.seq_len for pretrain / sft stages)
   rl.loss.*           clip_eps, clip_eps_high, kl_coef, kl_kind ("k1_reward" |
-                      "k2" | "k3"), entropy_coef, aggregation, mem_coef (mu),
-                      mask_documents (False only for the ablation)
+                      "k2" | "k3"), entropy_coef, aggregation ("token_mean" |
+                      "seq_mean_token_mean" | "seq_mean_token_sum"), mem_coef
+                      (mu), mask_documents (False only for the ablation)
   data.source         "synthetic" | "r1_searcher"
   data.dir            R1-Searcher data folder (r1_searcher)
   data.seq_len        sequence length of pretrain / sft batches

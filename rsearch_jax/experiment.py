@@ -32,6 +32,7 @@ def validate(cfg) -> None:
   problems = []
   if cfg.method not in prompts.METHOD_TAGS:
     problems.append(f"method={cfg.method!r} is not one of {sorted(prompts.METHOD_TAGS)}")
+  problems += _bad_choices(cfg)
   s = cfg.sampling
   if s.max_len <= s.max_prompt_len:
     problems.append(f"sampling.max_len={s.max_len} must exceed "
@@ -89,6 +90,19 @@ def validate(cfg) -> None:
         problems.append(f"{field}: {e}")
   if problems:
     raise ValueError("config: " + "; ".join(problems))
+
+
+def _bad_choices(cfg) -> list[str]:
+  """A problem for each field whose value is not one of its allowed names."""
+  fields = [("rl.advantage", cfg.rl.advantage, rl_lib.ADVANTAGE_METHODS),
+            ("rl.memorization", cfg.rl.memorization, rl_lib.MEMORIZATIONS),
+            ("rl.loss.aggregation", cfg.rl.loss.aggregation,
+             rl_lib.AGGREGATIONS),
+            ("rl.loss.kl_kind", cfg.rl.loss.kl_kind, rl_lib.LOSS_KL_KINDS)]
+  fields += [(f"stages.{n}.kind", st.kind, rl_lib.STAGE_KINDS)
+             for n, st in cfg.stages.items()]
+  return [f"{field}={value!r} is not one of {', '.join(map(repr, allowed))}"
+          for field, value, allowed in fields if value not in allowed]
 
 
 def _names(spec: str) -> tuple[str, ...]:

@@ -39,6 +39,7 @@ from rsearch_jax.rl import _rollouts as rollouts
 from rsearch_jax.rl._train_step import Learner, LossConfig, OptimConfig
 
 STAGE_KINDS = ("pretrain", "sft", "rl")
+MEMORIZATIONS = ("none", "rule", "policy")  # RLSettings.memorization
 # The end-of-run table: overall, then by knowledge source and by hops.
 SUMMARY_COLUMNS = ("reward", "em", "f1", "retrievals", "em/internal", "retrievals/internal",
                    "em/corpus", "retrievals/corpus", "em/1hop", "em/2hop",
@@ -326,7 +327,7 @@ class Trainer:
       rewriter = mem_lib.PolicyRewriter(lambda texts: plain(texts).texts)
       return lambda segs: rewriter(segs, self.tags)
     raise ValueError(f"rl.memorization={self.rl.memorization!r}: expected "
-                     "'none', 'rule' or 'policy'")
+                     f"one of {MEMORIZATIONS}")
 
   # -- evaluation, checkpoints, the end ------------------------------------------
 
