@@ -35,7 +35,13 @@ The config reference (README "Config reference" mirrors this):
   rl.loss.*           clip_eps, clip_eps_high, kl_coef, kl_kind ("k1_reward" |
                       "k2" | "k3"), entropy_coef, aggregation ("token_mean" |
                       "seq_mean_token_mean" | "seq_mean_token_sum"), mem_coef
-                      (mu), mask_documents (False only for the ablation)
+                      (mu), mask_documents (False only for the ablation),
+                      logits_chunk (sequence slots whose logits exist at once
+                      in every stage's loss; 0: all; numerically the same)
+  optim.schedule      "cosine" | "constant" after each stage's linear warmup
+  optim.min_lr_ratio  final / peak learning rate of the cosine decay
+  optim.weight_decay / b1 / b2 / eps   AdamW
+  optim.grad_clip     global gradient-norm clipping (0: off)
   data.source         "synthetic" | "r1_searcher"
   data.dir            R1-Searcher data folder (r1_searcher)
   data.seq_len        sequence length of pretrain / sft batches
@@ -95,7 +101,12 @@ def base(method: str) -> ml_collections.ConfigDict:
   c.rl.loss = ml_collections.ConfigDict(dict(
       clip_eps=0.2, clip_eps_high=0.2, kl_coef=0.0, kl_kind="k3",
       entropy_coef=0.0, aggregation="token_mean", mem_coef=0.0,
-      mask_documents=True))
+      mask_documents=True, logits_chunk=256))
+  # AdamW of every stage (rl.OptimConfig); learning rate, warmup and length
+  # are the stage's own (stages.NAME.*).
+  c.optim = ml_collections.ConfigDict(dict(
+      schedule="cosine", min_lr_ratio=0.1, weight_decay=0.0, b1=0.9, b2=0.95,
+      eps=1e-8, grad_clip=1.0))
   c.data = ml_collections.ConfigDict(dict(
       source="r1_searcher", dir="../shared/data/r1_searcher", seq_len=256,
       sft_examples=64, sft_one_hop_only=True, sft_search_all=True,

@@ -123,6 +123,8 @@ class Trainer:
       `.answers`.
     prompt_fn: question text -> prompt text.
     rl: RL settings.
+    optim: every stage's AdamW but its learning rate, warmup and length,
+      which are the stage's own.
     workdir: checkpoints, metrics.jsonl, TensorBoard, traces, plots.
     eval_fn: optional, (trainer, stage name) -> dict of metrics, run after
       each stage and before the first.
@@ -143,6 +145,7 @@ class Trainer:
   prompt_fn: Callable[[str], str]
   rl: RLSettings
   workdir: str
+  optim: OptimConfig = OptimConfig()
   eval_fn: Callable[["Trainer", str], dict[str, float]] | None = None
   seq_len: int = 256
   seed: int = 0
@@ -224,10 +227,13 @@ class Trainer:
 
   def _new_stage(self, stage: Stage, keep: bool = False):
     """A fresh optimizer for the stage (parameters carry over)."""
-    optim = OptimConfig(learning_rate=stage.learning_rate,
-                        warmup_steps=stage.warmup_steps, total_steps=stage.steps)
+    optim = dataclasses.replace(self.optim, learning_rate=stage.learning_rate,
+                                warmup_steps=stage.warmup_steps,
+                                total_steps=stage.steps)
     model = self.model if self._learner is None else self._learner.model
-    loss = self.rl.loss if stage.kind == "rl" else LossConfig()
+    # Pretraining and SFT: the NLL alone, its logits as chunked as RL's.
+    loss = self.rl.loss if stage.kind == "rl" else LossConfig(
+        logits_chunk=self.rl.loss.logits_chunk)
     micro = self.rl.micro_batches if stage.kind == "rl" else 1
     learner = Learner(model, optim, loss, micro_batches=micro, mesh=self.mesh)
     if keep and self._learner is not None:
