@@ -59,6 +59,10 @@ The config reference (README "Config reference" mirrors this):
   eval.rewards        rewards scoring held-out rollouts ("" = the last RL
                       stage's), reported as eval/reward
   log.checkpoint_every / trace_every / tensorboard
+  log.allow_config_changes  resume a workdir whose checkpoint was written
+                      under a config differing in more than log.* / workdir
+                      (branching on purpose; the changes are warned about);
+                      False: such a resume is an error naming each change
 """
 
 from __future__ import annotations
@@ -120,7 +124,8 @@ def base(method: str) -> ml_collections.ConfigDict:
       num_questions=64, batch_size=16,
       file="../shared/data/r1_searcher/eval_set/bamboogle.jsonl", rewards=""))
   c.log = ml_collections.ConfigDict(dict(checkpoint_every=25, trace_every=10,
-                                         tensorboard=True))
+                                         tensorboard=True,
+                                         allow_config_changes=False))
   return c
 
 

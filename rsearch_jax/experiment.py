@@ -212,7 +212,8 @@ def build_trainer(cfg) -> Trainer:
       eval_fn=eval_fn if cfg.eval.num_questions > 0 else None,
       seq_len=cfg.data.seq_len, seed=cfg.seed, mesh=mesh,
       checkpoint_every=cfg.log.checkpoint_every, trace_every=cfg.log.trace_every,
-      tensorboard=cfg.log.tensorboard)
+      tensorboard=cfg.log.tensorboard, config=cfg.to_dict(),
+      allow_config_changes=cfg.log.allow_config_changes)
 
 
 def _synthetic(cfg, mesh):
