@@ -14,16 +14,21 @@ import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
 import pytest
 
-from rsearch_jax import config_defaults, experiment
+from rsearch_jax import config_defaults, experiment, sharding
 from rsearch_jax.checkpoint import Checkpointer, CheckpointError
+from rsearch_jax.data import synthetic
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A few steps of every stage, tiny sizes: the curriculum's plumbing, not its
 # learning (the demo itself shows that), except that the cold start must
 # teach the tiny model to call search.
 COPY, PRETRAIN, SFT, RL = 2, 3, 80, 3
+# A sample trace at the second RL step only (pretraining and SFT steps log none).
+TRACE_STEP = COPY + PRETRAIN + SFT + 2
 TINY = [
     "--config.world.pretrain_repeats=2", "--config.world.num_people=20",
     "--config.world.num_films=10", "--config.world.num_companies=6",
@@ -39,6 +44,7 @@ TINY = [
     "--config.stages.sft.learning_rate=3e-3",
     f"--config.stages.rl.steps={RL}", "--config.stages.rl.batch_size=2",
     "--config.rl.group_size=2", "--config.log.checkpoint_every=1",
+    f"--config.log.trace_every={TRACE_STEP}",
     "--config.sampling.max_prompt_len=128", "--config.sampling.max_len=420",
     "--config.sampling.max_new_tokens=96",
     # Held-out rollouts scored with R1-Searcher's stage-1 reward (0.5 for a
@@ -106,6 +112,27 @@ def test_every_stage_runs_and_writes_its_outputs(full_run):
   assert list((workdir / "tensorboard").glob("events.*"))
 
 
+def test_a_trace_shows_the_rl_steps_question_and_gold_answer(full_run,
+                                                           tmp_path):
+  workdir, _ = full_run
+  traces = [json.loads(l) for l in (workdir / "traces.jsonl").read_text().splitlines()]
+  assert [(t["step"], t["name"]) for t in traces] == [(TRACE_STEP, "trace")]
+  text = traces[0]["text"]
+  # The step's first prompt: the RL stage (index 3: copy, pretrain, sft, rl)
+  # visits train_unseen in the order of NumPy's permutation seeded
+  # [seed + stage index, epoch] (data._qa.PromptIterator), two prompts a step.
+  cfg = _demo_config(tmp_path)
+  assert cfg.curriculum.split(",").index("rl") == 3
+  mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+  train_unseen = experiment._synthetic(cfg, mesh)[3]["train_unseen"]
+  order = np.random.default_rng([cfg.seed + 3, 0]).permutation(len(train_unseen))
+  question = train_unseen[order[2]].question  # second step, first prompt
+  # Its gold answers, from the world itself.
+  world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
+  gold = {q.question: list(q.answers) for q in world.questions()}[question]
+  assert text.startswith(f"prompt: {question}\ngold: {gold}\nreward: "), text
+
+
 def test_sigkill_mid_rl_then_resume_matches_uninterrupted(full_run, tmp_path):
   reference, _ = full_run
   # The same run without evaluation; evaluation rows are not step metrics.
@@ -136,32 +163,43 @@ def test_sigkill_mid_rl_then_resume_matches_uninterrupted(full_run, tmp_path):
 # -- resuming under another config (in process, two 2-step pretraining stages) --
 
 
-def _tiny_config(workdir, **fields):
-  """configs/r1pp.py with the TINY overrides, then two pretraining stages of
-  2 steps (a checkpoint each step; 8 rows of 128 tokens, one a device), then
-  `fields` ({"rl.loss.kl_coef": ...})."""
-  spec = importlib.util.spec_from_file_location("r1pp", ROOT / "configs" / "r1pp.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  cfg = module.get_config("demo")
-  cfg.stages.pretrain2 = config_defaults.stage("pretrain", 2, "pretrain", 8)
-  overrides = [f[len("--config."):].split("=", 1) for f in TINY]
-  # FSDP over the test session's 8 simulated devices (conftest).
-  overrides += [("mesh.fsdp", -1),
-                ("curriculum", "pretrain,pretrain2"), ("stages.pretrain.steps", 2),
-                ("stages.pretrain.batch_size", 8), ("data.seq_len", 128),
-                ("eval.num_questions", 0), ("log.tensorboard", False),
-                ("workdir", str(workdir)), *fields.items()]
-  for key, value in overrides:
+def _override(cfg, pairs):
+  """Sets each dotted field to its value (a flag's text converted to the
+  field's type)."""
+  for key, value in pairs:
     *parents, leaf = key.split(".")
     node = cfg
     for name in parents:
       node = node[name]
     kind = type(node[leaf])
-    if isinstance(value, str) and kind is not str:  # a TINY flag's text
+    if isinstance(value, str) and kind is not str:
       value = value == "True" if kind is bool else kind(value)
     node[leaf] = value
   return cfg
+
+
+def _demo_config(workdir):
+  """configs/r1pp.py with the TINY flags, as the launcher gets them."""
+  spec = importlib.util.spec_from_file_location("r1pp", ROOT / "configs" / "r1pp.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  flags = [f[len("--config."):].split("=", 1) for f in TINY]
+  return _override(module.get_config("demo"),
+                   [*flags, ("workdir", str(workdir))])
+
+
+def _tiny_config(workdir, **fields):
+  """The TINY config with two pretraining stages of 2 steps (a checkpoint
+  each step; 8 rows of 128 tokens, one a device), then `fields`
+  ({"rl.loss.kl_coef": ...})."""
+  cfg = _demo_config(workdir)
+  cfg.stages.pretrain2 = config_defaults.stage("pretrain", 2, "pretrain", 8)
+  # FSDP over the test session's 8 simulated devices (conftest).
+  return _override(cfg, [
+      ("mesh.fsdp", -1), ("curriculum", "pretrain,pretrain2"),
+      ("stages.pretrain.steps", 2), ("stages.pretrain.batch_size", 8),
+      ("data.seq_len", 128), ("eval.num_questions", 0),
+      ("log.tensorboard", False), *fields.items()])
 
 
 def _run(workdir, **fields):
