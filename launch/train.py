@@ -18,6 +18,7 @@ from ml_collections import config_flags
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from rsearch_jax import cli, experiment  # noqa: E402
+from rsearch_jax.checkpoint import CheckpointError  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py[:preset]")
 
@@ -31,7 +32,10 @@ def main(argv):
     raise app.UsageError("--config is required, e.g. --config=configs/r1pp.py")
   cli.exit_on_invalid(experiment.validate, cfg)
   trainer = experiment.build_trainer(cfg)
-  trainer.run()
+  try:
+    trainer.run()
+  except CheckpointError as e:  # e.g. resumed under a changed config
+    sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -33,8 +33,15 @@ The config reference (README "Config reference" mirrors this):
                       this multiple (0: always sampling.max_len, or
                       data.seq_len for pretrain / sft stages)
   rl.loss.*           clip_eps, clip_eps_high, kl_coef, kl_kind ("k1_reward" |
-                      "k2" | "k3"), entropy_coef, aggregation, mem_coef (mu),
-                      mask_documents (False only for the ablation)
+                      "k2" | "k3"), entropy_coef, aggregation ("token_mean" |
+                      "seq_mean_token_mean" | "seq_mean_token_sum"), mem_coef
+                      (mu), mask_documents (False only for the ablation),
+                      logits_chunk (sequence slots whose logits exist at once
+                      in every stage's loss; 0: all; numerically the same)
+  optim.schedule      "cosine" | "constant" after each stage's linear warmup
+  optim.min_lr_ratio  final / peak learning rate of the cosine decay
+  optim.weight_decay / b1 / b2 / eps   AdamW
+  optim.grad_clip     global gradient-norm clipping (0: off)
   data.source         "synthetic" | "r1_searcher"
   data.dir            R1-Searcher data folder (r1_searcher)
   data.seq_len        sequence length of pretrain / sft batches
@@ -52,6 +59,10 @@ The config reference (README "Config reference" mirrors this):
   eval.rewards        rewards scoring held-out rollouts ("" = the last RL
                       stage's), reported as eval/reward
   log.checkpoint_every / trace_every / tensorboard
+  log.allow_config_changes  resume a workdir whose checkpoint was written
+                      under a config differing in more than log.* / workdir
+                      (branching on purpose; the changes are warned about);
+                      False: such a resume is an error naming each change
 """
 
 from __future__ import annotations
@@ -94,7 +105,12 @@ def base(method: str) -> ml_collections.ConfigDict:
   c.rl.loss = ml_collections.ConfigDict(dict(
       clip_eps=0.2, clip_eps_high=0.2, kl_coef=0.0, kl_kind="k3",
       entropy_coef=0.0, aggregation="token_mean", mem_coef=0.0,
-      mask_documents=True))
+      mask_documents=True, logits_chunk=256))
+  # AdamW of every stage (rl.OptimConfig); learning rate, warmup and length
+  # are the stage's own (stages.NAME.*).
+  c.optim = ml_collections.ConfigDict(dict(
+      schedule="cosine", min_lr_ratio=0.1, weight_decay=0.0, b1=0.9, b2=0.95,
+      eps=1e-8, grad_clip=1.0))
   c.data = ml_collections.ConfigDict(dict(
       source="r1_searcher", dir="../shared/data/r1_searcher", seq_len=256,
       sft_examples=64, sft_one_hop_only=True, sft_search_all=True,
@@ -108,7 +124,8 @@ def base(method: str) -> ml_collections.ConfigDict:
       num_questions=64, batch_size=16,
       file="../shared/data/r1_searcher/eval_set/bamboogle.jsonl", rewards=""))
   c.log = ml_collections.ConfigDict(dict(checkpoint_every=25, trace_every=10,
-                                         tensorboard=True))
+                                         tensorboard=True,
+                                         allow_config_changes=False))
   return c
 
 

@@ -25,7 +25,7 @@ from rsearch_jax import builders, eval as eval_lib, models, prompts
 from rsearch_jax import rewards as rewards_lib
 from rsearch_jax import rl as rl_lib
 from rsearch_jax import sharding
-from rsearch_jax.rl import LossConfig, RLSettings, Stage, Trainer
+from rsearch_jax.rl import LossConfig, OptimConfig, RLSettings, Stage, Trainer
 
 REWARD_TAGS = {"r1": "R1_TAGS", "r1pp": "R1PP_TAGS"}
 
@@ -35,6 +35,7 @@ def validate(cfg) -> None:
   problems = []
   if cfg.method not in prompts.METHOD_TAGS:
     problems.append(f"method={cfg.method!r} is not one of {sorted(prompts.METHOD_TAGS)}")
+  problems += _bad_choices(cfg)
   s = cfg.sampling
   if s.max_len <= s.max_prompt_len:
     problems.append(f"sampling.max_len={s.max_len} must exceed "
@@ -66,6 +67,10 @@ def validate(cfg) -> None:
                     f"(model.path={cfg.model.path!r}: Llama / Qwen2 weights "
                     "were trained without it); add "
                     "--config.model.smear_keys=False")
+  problems += _bad_optim(cfg.optim)
+  if cfg.rl.loss.logits_chunk < 0:
+    problems.append(f"rl.loss.logits_chunk={cfg.rl.loss.logits_chunk} must be "
+                    ">= 0 (0: no chunking)")
   if cfg.rl.fit_multiple < 0:
     problems.append(f"rl.fit_multiple={cfg.rl.fit_multiple} must be >= 0")
   if cfg.rl.loss.mem_coef > 0 and cfg.rl.memorization == "none":
@@ -94,6 +99,38 @@ def validate(cfg) -> None:
     raise ValueError("config: " + "; ".join(problems))
 
 
+def _bad_choices(cfg) -> list[str]:
+  """A problem for each field whose value is not one of its allowed names."""
+  fields = [("rl.advantage", cfg.rl.advantage, rl_lib.ADVANTAGE_METHODS),
+            ("rl.memorization", cfg.rl.memorization, rl_lib.MEMORIZATIONS),
+            ("rl.loss.aggregation", cfg.rl.loss.aggregation,
+             rl_lib.AGGREGATIONS),
+            ("rl.loss.kl_kind", cfg.rl.loss.kl_kind, rl_lib.LOSS_KL_KINDS)]
+  fields += [(f"stages.{n}.kind", st.kind, rl_lib.STAGE_KINDS)
+             for n, st in cfg.stages.items()]
+  return [f"{field}={value!r} is not one of {', '.join(map(repr, allowed))}"
+          for field, value, allowed in fields if value not in allowed]
+
+
+def _bad_optim(o) -> list[str]:
+  """A problem for each optim.* value AdamW or the schedule cannot use."""
+  problems = []
+  if o.schedule not in rl_lib.SCHEDULES:
+    problems.append(f"optim.schedule={o.schedule!r} is not one of "
+                    f"{', '.join(map(repr, rl_lib.SCHEDULES))}")
+  for name in ("grad_clip", "weight_decay"):
+    if o[name] < 0:
+      problems.append(f"optim.{name}={o[name]} must be >= 0 (0: off)")
+  if not 0 <= o.min_lr_ratio <= 1:
+    problems.append(f"optim.min_lr_ratio={o.min_lr_ratio} must be in [0, 1]")
+  for name in ("b1", "b2"):
+    if not 0 <= o[name] < 1:
+      problems.append(f"optim.{name}={o[name]} must be in [0, 1)")
+  if o.eps <= 0:
+    problems.append(f"optim.eps={o.eps} must be > 0")
+  return problems
+
+
 def _names(spec: str) -> tuple[str, ...]:
   """A comma-separated list of names, blanks dropped."""
   return tuple(n.strip() for n in spec.split(",") if n.strip())
@@ -120,6 +157,11 @@ def rl_settings(cfg) -> RLSettings:
                     micro_batches=cfg.rl.micro_batches,
                     memorization=cfg.rl.memorization,
                     fit_multiple=cfg.rl.fit_multiple)
+
+
+def optim_settings(cfg) -> OptimConfig:
+  """Every stage's optimizer but its learning rate, warmup and length."""
+  return OptimConfig(**cfg.optim)
 
 
 def build_trainer(cfg) -> Trainer:
@@ -168,11 +210,13 @@ def build_trainer(cfg) -> Trainer:
   return Trainer(
       model=model, tokenizer=tok, make_sampler=make_sampler, tags=method_tags,
       reward_tags=reward_tags, stages=stages, datasets=datasets,
-      prompt_fn=prompt_fn, rl=rl_settings(cfg), workdir=cfg.workdir,
+      prompt_fn=prompt_fn, rl=rl_settings(cfg), optim=optim_settings(cfg),
+      workdir=cfg.workdir,
       eval_fn=eval_fn if cfg.eval.num_questions > 0 else None,
       seq_len=cfg.data.seq_len, seed=cfg.seed, mesh=mesh,
       checkpoint_every=cfg.log.checkpoint_every, trace_every=cfg.log.trace_every,
-      tensorboard=cfg.log.tensorboard)
+      tensorboard=cfg.log.tensorboard, config=cfg.to_dict(),
+      allow_config_changes=cfg.log.allow_config_changes)
 
 
 def _synthetic(cfg, mesh):

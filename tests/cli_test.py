@@ -42,9 +42,23 @@ def _train(*overrides: str) -> subprocess.CompletedProcess:
     # The copy warm-up stage with no copy examples: the stage and the field.
     ("--config.data.copy_examples=0", ["stages.copy trains on the copy "
                                        "examples", "data.copy_examples > 0"]),
+    # A name outside a field's choices: the field, the value, every choice.
+    ("--config.rl.advantage=ppo", ["rl.advantage='ppo'", "'reinforce_pp', "
+                                   "'group_norm', 'grpo'"]),
+    ("--config.rl.memorization=recall", ["rl.memorization='recall'",
+                                         "'none', 'rule', 'policy'"]),
+    ("--config.rl.loss.aggregation=sum", [
+        "rl.loss.aggregation='sum'",
+        "'token_mean', 'seq_mean_token_mean', 'seq_mean_token_sum'"]),
+    ("--config.rl.loss.kl_kind=k1", ["rl.loss.kl_kind='k1'",
+                                     "'k1_reward', 'k2', 'k3'"]),
+    ("--config.stages.pretrain.kind=dpo", ["stages.pretrain.kind='dpo'",
+                                           "'pretrain', 'sft', 'rl'"]),
 ], ids=["misspelled", "wrong_type", "inconsistent", "unknown_reward",
         "negative_count", "two_hop_without_renamed_worlds",
-        "smeared_keys_on_real_weights", "copy_stage_no_data"])
+        "smeared_keys_on_real_weights", "copy_stage_no_data", "bad_advantage",
+        "bad_memorization", "bad_aggregation", "bad_kl_kind",
+        "bad_stage_kind"])
 def test_bad_config_is_one_clear_error(override, expected, tmp_path):
   out = _train(*override.split(), f"--config.workdir={tmp_path}/run")
   assert out.returncode != 0

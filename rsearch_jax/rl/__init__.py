@@ -23,7 +23,8 @@ from rsearch_jax.rl._losses import (AGGREGATIONS, KL_KINDS,
                                     entropy_from_logits, kl_penalty,
                                     masked_mean, masked_nll, policy_loss,
                                     token_logprobs_from_logits)
-from rsearch_jax.rl._curriculum import RLSettings, Stage, Trainer
+from rsearch_jax.rl._curriculum import (MEMORIZATIONS, STAGE_KINDS,
+                                        RLSettings, Stage, Trainer)
 from rsearch_jax.rl._memorization import (PolicyRewriter,
                                           memorization_examples,
                                           rewrite_rule_based)
@@ -32,8 +33,9 @@ from rsearch_jax.rl._rollouts import (fit_to_rollouts, fit_with_memorization,
                                       nll_batch, pack_texts,
                                       rl_batch, token_advantages,
                                       training_mask)
-from rsearch_jax.rl._train_step import (Learner, LossConfig, NLLBatch,
-                                        OptimConfig, RLBatch, make_optimizer,
+from rsearch_jax.rl._train_step import (LOSS_KL_KINDS, SCHEDULES, Learner,
+                                        LossConfig, NLLBatch, OptimConfig,
+                                        RLBatch, make_optimizer, make_schedule,
                                         nll_loss, rl_loss)
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "PolicyRewriter", "memorization_examples", "rewrite_rule_based",
     "fit_to_rollouts", "fit_with_memorization", "fitted_width", "nll_batch", "pack_texts", "rl_batch",
     "token_advantages", "training_mask",
-    "Learner", "LossConfig", "NLLBatch", "OptimConfig", "RLBatch",
-    "make_optimizer", "nll_loss", "rl_loss", "RLSettings", "Stage", "Trainer",
+    "LOSS_KL_KINDS", "SCHEDULES", "Learner", "LossConfig", "NLLBatch",
+    "OptimConfig", "RLBatch", "make_optimizer", "make_schedule", "nll_loss",
+    "rl_loss", "MEMORIZATIONS", "STAGE_KINDS", "RLSettings", "Stage", "Trainer",
 ]

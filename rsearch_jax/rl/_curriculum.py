@@ -21,8 +21,10 @@ run resumed from a checkpoint continues exactly as if it had not stopped.
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import time
+import warnings
 from typing import Any, Callable, Sequence
 
 import jax
@@ -39,6 +41,7 @@ from rsearch_jax.rl import _rollouts as rollouts
 from rsearch_jax.rl._train_step import Learner, LossConfig, OptimConfig
 
 STAGE_KINDS = ("pretrain", "sft", "rl")
+MEMORIZATIONS = ("none", "rule", "policy")  # RLSettings.memorization
 # The end-of-run table: overall, then by knowledge source and by hops.
 SUMMARY_COLUMNS = ("reward", "em", "f1", "retrievals", "em/internal", "retrievals/internal",
                    "em/corpus", "retrievals/corpus", "em/1hop", "em/2hop",
@@ -122,6 +125,8 @@ class Trainer:
       `.answers`.
     prompt_fn: question text -> prompt text.
     rl: RL settings.
+    optim: every stage's AdamW but its learning rate, warmup and length,
+      which are the stage's own.
     workdir: checkpoints, metrics.jsonl, TensorBoard, traces, plots.
     eval_fn: optional, (trainer, stage name) -> dict of metrics, run after
       each stage and before the first.
@@ -130,6 +135,12 @@ class Trainer:
     mesh: device mesh (None: one device).
     checkpoint_every: steps between checkpoints (and at each stage's end).
     trace_every: steps between logged sample traces.
+    config: the run's config as a JSON-able dict (experiment.build_trainer
+      passes it), stored with each checkpoint; a resume under a config that
+      differs in any field but `log.*` and `workdir` is refused (None: no
+      check).
+    allow_config_changes: resume anyway, warning with the differing fields
+      (branching a run on purpose).
   """
 
   model: Any
@@ -142,6 +153,7 @@ class Trainer:
   prompt_fn: Callable[[str], str]
   rl: RLSettings
   workdir: str
+  optim: OptimConfig = OptimConfig()
   eval_fn: Callable[["Trainer", str], dict[str, float]] | None = None
   seq_len: int = 256
   seed: int = 0
@@ -149,6 +161,8 @@ class Trainer:
   checkpoint_every: int = 50
   trace_every: int = 10
   tensorboard: bool = True
+  config: dict[str, Any] | None = None
+  allow_config_changes: bool = False
 
   def __post_init__(self):
     names = [s.name for s in self.stages]
@@ -223,10 +237,13 @@ class Trainer:
 
   def _new_stage(self, stage: Stage, keep: bool = False):
     """A fresh optimizer for the stage (parameters carry over)."""
-    optim = OptimConfig(learning_rate=stage.learning_rate,
-                        warmup_steps=stage.warmup_steps, total_steps=stage.steps)
+    optim = dataclasses.replace(self.optim, learning_rate=stage.learning_rate,
+                                warmup_steps=stage.warmup_steps,
+                                total_steps=stage.steps)
     model = self.model if self._learner is None else self._learner.model
-    loss = self.rl.loss if stage.kind == "rl" else LossConfig()
+    # Pretraining and SFT: the NLL alone, its logits as chunked as RL's.
+    loss = self.rl.loss if stage.kind == "rl" else LossConfig(
+        logits_chunk=self.rl.loss.logits_chunk)
     micro = self.rl.micro_batches if stage.kind == "rl" else 1
     learner = Learner(model, optim, loss, micro_batches=micro, mesh=self.mesh)
     if keep and self._learner is not None:
@@ -323,7 +340,7 @@ class Trainer:
       rewriter = mem_lib.PolicyRewriter(lambda texts: plain(texts).texts)
       return lambda segs: rewriter(segs, self.tags)
     raise ValueError(f"rl.memorization={self.rl.memorization!r}: expected "
-                     "'none', 'rule' or 'policy'")
+                     f"one of {MEMORIZATIONS}")
 
   # -- evaluation, checkpoints, the end ------------------------------------------
 
@@ -342,14 +359,17 @@ class Trainer:
 
   def _save(self, ckpt, global_step, stage_index, stage_step, positions):
     meta = dict(stage_index=stage_index, stage_step=stage_step,
+                stage_name=self.stages[stage_index].name,
                 positions=positions, history=self.history,
-                eval_rows=self.eval_rows, learner_step=self._learner.step)
+                eval_rows=self.eval_rows, learner_step=self._learner.step,
+                config=self.config)
     ckpt.save(global_step, params=self._learner.params,
               opt_state=self._learner.opt_state, ref_params=self._ref_params,
               meta=meta)
 
   def _restore(self, ckpt, step):
     meta = ckpt.read_meta(step)
+    self._check_resumable(ckpt, step, meta)
     si, stage_step = meta["stage_index"], meta["stage_step"]
     stage = self.stages[si]
     if stage_step >= stage.steps:  # saved at a stage's end: start the next
@@ -372,6 +392,35 @@ class Trainer:
     self.eval_rows = list(meta["eval_rows"])
     return si, stage_step, dict(meta["positions"])
 
+  def _check_resumable(self, ckpt, step: int, meta: dict) -> None:
+    """Refuses (CheckpointError) a checkpoint written under another config or
+    at a stage this curriculum does not have at the same place."""
+    where = f"checkpoint {ckpt.directory} step {step}"
+    stored = meta.get("config")
+    if self.config is not None and stored is not None:
+      changes = config_changes(stored, self.config)
+      if changes and not self.allow_config_changes:
+        raise ckpt_lib.CheckpointError(
+            f"{where} was written under a different config: "
+            f"{'; '.join(changes)}. Resume with the config it was written "
+            "with, or use a new workdir; to branch from it on purpose, set "
+            "--config.log.allow_config_changes=True")
+      if changes:
+        warnings.warn(f"{where}: resuming under a changed config "
+                      f"(log.allow_config_changes): {'; '.join(changes)}",
+                      stacklevel=2)
+    si, name = meta["stage_index"], meta.get("stage_name")
+    names = [s.name for s in self.stages]
+    shown = f"stage {name!r}" if name else f"stage index {si}"
+    if si >= len(names):
+      raise ckpt_lib.CheckpointError(
+          f"{where} was saved in {shown} (stage {si + 1} of its curriculum), "
+          f"but this curriculum has {len(names)} stage(s): {', '.join(names)}")
+    if name is not None and name != names[si]:
+      raise ckpt_lib.CheckpointError(
+          f"{where} was saved in stage {name!r}, but stage {si + 1} of this "
+          f"curriculum is {names[si]!r} (curriculum: {', '.join(names)})")
+
   def _finish(self, writer):
     writer.close()
     keys = [k for k in ("reward", "accuracy", "retrievals", "loss", "kl",
@@ -387,3 +436,30 @@ class Trainer:
                                  self.workdir / "summary.png", "evaluation")
       print(table)
 
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+  """{"a": {"b": 1}} -> {"a.b": 1}."""
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def config_changes(old: dict, new: dict) -> list[str]:
+  """'field: old -> new' for each field whose value differs between two
+  config dicts, `log.*` and `workdir` aside (they change no result)."""
+  absent = object()
+  # Compared as a checkpoint stores them: through JSON (tuples as lists).
+  a, b = (_flatten(json.loads(json.dumps(c))) for c in (old, new))
+  out = []
+  for k in sorted(a.keys() | b.keys()):
+    if k == "workdir" or k.startswith("log."):
+      continue
+    x, y = a.get(k, absent), b.get(k, absent)
+    if x != y:
+      show = lambda v: "(absent)" if v is absent else repr(v)
+      out.append(f"{k}: {show(x)} -> {show(y)}")
+  return out

@@ -34,6 +34,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 from rsearch_jax import sharding as sharding_lib
 from rsearch_jax.rl import _losses as losses
 
+SCHEDULES = ("cosine", "constant")
+# LossConfig.kl_kind: k1 folded into the reward, or k2 / k3 as a loss term.
+LOSS_KL_KINDS = ("k1_reward", "k2", "k3")
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
@@ -69,7 +73,8 @@ def make_schedule(cfg: OptimConfig) -> optax.Schedule:
         cfg.learning_rate, max(cfg.total_steps - cfg.warmup_steps, 1),
         alpha=cfg.min_lr_ratio)
   else:
-    raise ValueError(f"optim.schedule={cfg.schedule!r}: expected 'cosine' or 'constant'")
+    raise ValueError(f"optim.schedule={cfg.schedule!r}: expected one of "
+                     f"{SCHEDULES}")
   if cfg.warmup_steps <= 0:
     return after
   warmup = optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps)
@@ -119,8 +124,9 @@ class LossConfig:
   logits_chunk: int = 256
 
   def __post_init__(self):
-    if self.kl_kind not in ("k1_reward", "k2", "k3"):
-      raise ValueError(f"loss.kl_kind={self.kl_kind!r}: expected k1_reward, k2 or k3")
+    if self.kl_kind not in LOSS_KL_KINDS:
+      raise ValueError(f"loss.kl_kind={self.kl_kind!r}: expected one of "
+                       f"{LOSS_KL_KINDS}")
     if self.logits_chunk < 0:
       raise ValueError(f"loss.logits_chunk={self.logits_chunk}: expected >= 0 "
                        "(0: no chunking)")
