@@ -330,11 +330,12 @@ class ScriptedSampler:
 
 
 def test_rl_run_memorizes_the_correct_rollouts_that_retrieved(tmp_path, monkeypatch):
-  mem_batches = []
+  mem_batches, widths = [], []
   rl_step = _train_step.Learner.rl_step
 
   def recording_rl_step(self, batch, mem=None):
     mem_batches.append(mem)
+    widths.append((batch.tokens.shape[1], mem.tokens.shape[1]))
     return rl_step(self, batch, mem)
 
   monkeypatch.setattr(_train_step.Learner, "rl_step", recording_rl_step)
@@ -370,6 +371,7 @@ def test_rl_run_memorizes_the_correct_rollouts_that_retrieved(tmp_path, monkeypa
                             ("when was the director of vorantel born?",
                              TWO_SEARCHES_REWRITTEN))])
   assert len(mem_batches) == steps
+  assert all(a == b for a, b in widths)  # one compiled update per width
   for mem in mem_batches:
     used = [i for i in range(mem.tokens.shape[0]) if mem.loss_mask[i].any()]
     assert len(used) == want

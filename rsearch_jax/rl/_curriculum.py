@@ -180,6 +180,7 @@ class Trainer:
     self.eval_rows: list[dict[str, Any]] = []
     self._learner: Learner | None = None
     self._ref_params = None
+    self._plain_sampler = None  # memorization='policy'
 
   # -- the run ----------------------------------------------------------------
 
@@ -334,9 +335,15 @@ class Trainer:
     if self.rl.memorization == "policy":
       from rsearch_jax.sampling import Sampler, SamplingConfig
       cfg = sampler.config
-      plain = Sampler(sampler.model, sampler.tokenizer, SamplingConfig(
-          max_prompt_len=cfg.max_len - 48, max_len=cfg.max_len,
-          max_new_tokens=48, temperature=0.0))
+      # One plain sampler per run (its loop compiles once), given the
+      # current weights at each step.
+      if self._plain_sampler is None:
+        self._plain_sampler = Sampler(sampler.model, sampler.tokenizer,
+                                      SamplingConfig(
+            max_prompt_len=cfg.max_len - 48, max_len=cfg.max_len,
+            max_new_tokens=48, temperature=0.0))
+      plain = self._plain_sampler
+      plain.model = sampler.model
       rewriter = mem_lib.PolicyRewriter(lambda texts: plain(texts).texts)
       return lambda segs: rewriter(segs, self.tags)
     raise ValueError(f"rl.memorization={self.rl.memorization!r}: expected "
