@@ -28,6 +28,11 @@ The config reference (README "Config reference" mirrors this):
   rl.advantage        "reinforce_pp" | "group_norm" | "grpo"
   rl.whiten           normalise advantages over the batch's sampled tokens
   rl.micro_batches    gradient accumulation
+  rl.mini_batches     optimizer updates per RL step, each on that fraction
+                      of the step's rollouts
+  rl.epochs           passes over a step's rollouts (PPO epochs); with
+                      mini_batches, the clipped ratio bounds the updates
+                      after the first
   rl.memorization     "none" | "rule" | "policy" (R1-Searcher++ rewriter)
   rl.fit_multiple     an update is as wide as its longest row, rounded up to
                       this multiple (0: always sampling.max_len, or
@@ -101,6 +106,7 @@ def base(method: str) -> ml_collections.ConfigDict:
       doc_tokens=60))
   c.rl = ml_collections.ConfigDict(dict(
       group_size=8, advantage="reinforce_pp", whiten=False, micro_batches=1,
+      mini_batches=1, epochs=1,
       memorization="none", fit_multiple=64))
   c.rl.loss = ml_collections.ConfigDict(dict(
       clip_eps=0.2, clip_eps_high=0.2, kl_coef=0.0, kl_kind="k3",

@@ -92,6 +92,11 @@ class RLSettings:
     whiten: normalise advantages over the batch's sampled tokens.
     loss: the objective (clipping, KL, entropy, mu, the document mask).
     micro_batches: gradient accumulation per update.
+    mini_batches: optimizer updates per RL step, each on 1/mini_batches of
+      the step's rollouts (OpenRLHF's train_batch_size < rollout batch).
+    epochs: passes over the step's rollouts (PPO epochs). With more than
+      one update per step, the later updates' policy differs from the
+      sampler's, which the clipped ratio then bounds.
     memorization: "none", "rule" (rewrite_rule_based) or "policy".
     fit_multiple: an update's batches (RL, SFT and pretraining alike) are as
       wide as their longest row, rounded up to this multiple (few compiled
@@ -104,6 +109,8 @@ class RLSettings:
   whiten: bool = False
   loss: LossConfig = LossConfig()
   micro_batches: int = 1
+  mini_batches: int = 1
+  epochs: int = 1
   memorization: str = "none"
   fit_multiple: int = 64
 
@@ -238,9 +245,13 @@ class Trainer:
 
   def _new_stage(self, stage: Stage, keep: bool = False):
     """A fresh optimizer for the stage (parameters carry over)."""
+    # An RL step makes mini_batches x epochs optimizer updates; warmup and
+    # the schedule count updates.
+    updates = (self.rl.mini_batches * self.rl.epochs
+               if stage.kind == "rl" else 1)
     optim = dataclasses.replace(self.optim, learning_rate=stage.learning_rate,
-                                warmup_steps=stage.warmup_steps,
-                                total_steps=stage.steps)
+                                warmup_steps=stage.warmup_steps * updates,
+                                total_steps=stage.steps * updates)
     model = self.model if self._learner is None else self._learner.model
     # Pretraining and SFT: the NLL alone, its logits as chunked as RL's.
     loss = self.rl.loss if stage.kind == "rl" else LossConfig(
@@ -311,7 +322,7 @@ class Trainer:
         ref_logprobs=ref, kl_coef=loss_cfg.kl_coef,
         fold_kl=loss_cfg.kl_kind == "k1_reward", whiten=self.rl.whiten)
     batch = rollouts.rl_batch(out, adv, mask, old, ref)
-    stats = learner.rl_step(batch, mem)
+    stats = self._updates(batch, mem)
     sampled = out.loss_mask.sum(axis=1)
     m = dict(stats)
     m.update(
@@ -328,6 +339,27 @@ class Trainer:
                         f"prompt: {items[0].question}\ngold: {list(items[0].answers)}\n"
                         f"reward: {totals[0]:.3f}\n" + out.texts[0])
     return m
+
+  def _updates(self, batch, mem) -> dict[str, float]:
+    """mini_batches x epochs updates on one step's rollouts; the statistics
+    are their means. Mini-batch j holds the j-th contiguous slice of the
+    rollouts (whole prompt groups when the counts divide) and every
+    mini_batches-th memorization row from row j, so the rewrites, packed
+    first, are spread over the mini-batches."""
+    n = self.rl.mini_batches
+    rows = batch.tokens.shape[0]
+    if rows % n:
+      raise ValueError(f"{rows} rollouts do not split into rl.mini_batches={n}")
+    size = rows // n
+    parts = [(jax.tree.map(lambda x: x[j * size:(j + 1) * size], batch),
+              None if mem is None else jax.tree.map(lambda x: x[j::n], mem))
+             for j in range(n)]
+    stats: dict[str, list[float]] = {}
+    for _ in range(self.rl.epochs):
+      for b, m in parts:
+        for k, v in self._learner.rl_step(b, m).items():
+          stats.setdefault(k, []).append(v)
+    return {k: float(np.mean(v)) for k, v in stats.items()}
 
   def _rewriter(self, sampler):
     if self.rl.memorization == "rule":
