@@ -39,7 +39,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from rsearch_jax import builders, sharding  # noqa: E402
 from rsearch_jax import eval as eval_lib  # noqa: E402
 from rsearch_jax import rewards as rewards_lib  # noqa: E402
-from rsearch_jax.data import read_qa_jsonl  # noqa: E402
+from rsearch_jax.data import load_qa_file  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py[:preset]")
 _DATA = flags.DEFINE_list("data", None, "QA JSONL files (R1-Searcher format).")
@@ -102,7 +102,7 @@ def main(argv):
     name = pathlib.Path(spec).stem
     if name in datasets:
       raise app.UsageError(f"--data: two files named {name!r}")
-    rows = read_qa_jsonl(spec)
+    rows = load_qa_file(spec, cfg.data.dir)  # R1-Searcher's sets via seqio
     datasets[name] = rows[:_LIMIT.value] if _LIMIT.value > 0 else rows
   judge = None
   if _JUDGE_URL.value:

@@ -20,7 +20,7 @@ from ml_collections import config_flags
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from rsearch_jax import builders, prompts, sharding  # noqa: E402
-from rsearch_jax.data import read_qa_jsonl  # noqa: E402
+from rsearch_jax.data import load_qa_file  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/*.py[:preset]")
 
@@ -36,7 +36,7 @@ def main(argv):
   retriever = builders.retriever_from_config(cfg)
   sampler = builders.build_sampler(model, tok, cfg.sampling, retriever=retriever,
                                    method=cfg.method, mesh=mesh)
-  rows = read_qa_jsonl(cfg.eval.file)[:cfg.eval.num_questions]
+  rows = load_qa_file(cfg.eval.file, cfg.data.dir)[:cfg.eval.num_questions]
   texts = [prompts.render_prompt(r.question, cfg.method, cfg.model.chat)
            for r in rows]
   start = time.perf_counter()
