@@ -6,6 +6,7 @@ rollouts, the `memorized` metric and the memorization batch the update gets."""
 import json
 import re
 
+import jax
 import numpy as np
 
 from rsearch_jax import retrieval, rewards, testing
@@ -329,30 +330,45 @@ class ScriptedSampler:
         texts=["".join(t for t, _ in segs) for _, segs in rows])
 
 
-def test_rl_run_memorizes_the_correct_rollouts_that_retrieved(tmp_path, monkeypatch):
-  mem_batches, widths = [], []
+def record_updates(monkeypatch) -> list:
+  """Copies of the (batch, mem) each Learner.rl_step gets, in call order."""
+  calls = []
   rl_step = _train_step.Learner.rl_step
 
   def recording_rl_step(self, batch, mem=None):
-    mem_batches.append(mem)
-    widths.append((batch.tokens.shape[1], mem.tokens.shape[1]))
+    calls.append((jax.tree.map(np.array, batch), jax.tree.map(np.array, mem)))
     return rl_step(self, batch, mem)
 
   monkeypatch.setattr(_train_step.Learner, "rl_step", recording_rl_step)
+  return calls
+
+
+def scripted_trainer(tmp_path, rl: RLSettings, *, steps: int = 1,
+                     reward_names=("format_penalty", "answer_cem"),
+                     learning_rate: float = 1e-4) -> Trainer:
+  """An RL-only Trainer on SCRIPT's two questions, its sampler scripted."""
   questions = [QAExample(str(i), q, GOLD[q]) for i, q in enumerate(SCRIPT)]
-  steps = 2
-  trainer = Trainer(
+  return Trainer(
       model=testing.tiny_model(TOK.vocab_size, layers=1),
       tokenizer=TOK, make_sampler=lambda model: ScriptedSampler(), tags=TAGS,
       reward_tags=rewards.R1PP_TAGS,
       stages=[Stage("rl", "rl", steps, "train", batch_size=len(questions),
-                    rewards=("format_penalty", "answer_cem",
-                             "group_fewest_retrievals"), learning_rate=1e-4)],
-      datasets={"train": questions}, prompt_fn=_prompt,
-      rl=RLSettings(group_size=4, memorization="rule",
-                    loss=LossConfig(mem_coef=0.5), fit_multiple=16),
+                    rewards=tuple(reward_names), learning_rate=learning_rate)],
+      datasets={"train": questions}, prompt_fn=_prompt, rl=rl,
       workdir=str(tmp_path), checkpoint_every=100, tensorboard=False)
+
+
+def test_rl_run_memorizes_the_correct_rollouts_that_retrieved(tmp_path, monkeypatch):
+  calls = record_updates(monkeypatch)
+  steps = 2
+  trainer = scripted_trainer(
+      tmp_path, RLSettings(group_size=4, memorization="rule",
+                           loss=LossConfig(mem_coef=0.5), fit_multiple=16),
+      steps=steps, reward_names=("format_penalty", "answer_cem",
+                             "group_fewest_retrievals"))
   trainer.run()
+  mem_batches = [mem for _, mem in calls]
+  widths = [(batch.tokens.shape[1], mem.tokens.shape[1]) for batch, mem in calls]
 
   # Counted from the script: rollouts labelled correct with a retrieval.
   want = sum(m for group in SCRIPT.values() for _, m in group)
@@ -385,24 +401,11 @@ def test_rl_run_memorizes_the_correct_rollouts_that_retrieved(tmp_path, monkeypa
 
 
 def test_rl_run_without_memorization_builds_no_batch(tmp_path, monkeypatch):
-  mem_batches = []
-  rl_step = _train_step.Learner.rl_step
-
-  def recording_rl_step(self, batch, mem=None):
-    mem_batches.append(mem)
-    return rl_step(self, batch, mem)
-
-  monkeypatch.setattr(_train_step.Learner, "rl_step", recording_rl_step)
-  questions = [QAExample(str(i), q, GOLD[q]) for i, q in enumerate(SCRIPT)]
-  trainer = Trainer(
-      model=testing.tiny_model(TOK.vocab_size, layers=1),
-      tokenizer=TOK, make_sampler=lambda model: ScriptedSampler(), tags=TAGS,
-      reward_tags=rewards.R1PP_TAGS,
-      stages=[Stage("rl", "rl", 1, "train", batch_size=len(questions),
-                    rewards=("answer_cem",), learning_rate=1e-4)],
-      datasets={"train": questions}, prompt_fn=_prompt,
-      rl=RLSettings(group_size=4, memorization="none", fit_multiple=16),
-      workdir=str(tmp_path), checkpoint_every=100, tensorboard=False)
+  calls = record_updates(monkeypatch)
+  trainer = scripted_trainer(
+      tmp_path, RLSettings(group_size=4, memorization="none", fit_multiple=16),
+      reward_names=("answer_cem",))
   trainer.run()
+  mem_batches = [mem for _, mem in calls]
   assert mem_batches == [None]
   assert trainer.history[0]["memorized"] == 0

@@ -8,36 +8,22 @@ import dataclasses
 import jax
 import numpy as np
 
-from memorization_test import GOLD, SCRIPT, TAGS, TOK, ScriptedSampler, _prompt
-from rsearch_jax import rewards, testing
-from rsearch_jax.data import QAExample
-from rsearch_jax.rl import LossConfig, RLSettings, Stage, Trainer
+from memorization_test import TOK, record_updates, scripted_trainer
+from rsearch_jax import testing
+from rsearch_jax.rl import LossConfig, RLSettings
 from rsearch_jax.rl import _train_step
 
 LR = 1e-3
 
 
 def _run(tmp_path, monkeypatch, mini_batches, epochs):
-  """One RL step; returns the (batch, mem) of each update and the learner."""
-  calls = []
-  rl_step = _train_step.Learner.rl_step
-
-  def recording_rl_step(self, batch, mem=None):
-    calls.append((jax.tree.map(np.array, batch), jax.tree.map(np.array, mem)))
-    return rl_step(self, batch, mem)
-
-  monkeypatch.setattr(_train_step.Learner, "rl_step", recording_rl_step)
-  questions = [QAExample(str(i), q, GOLD[q]) for i, q in enumerate(SCRIPT)]
-  trainer = Trainer(
-      model=testing.tiny_model(TOK.vocab_size, layers=1),
-      tokenizer=TOK, make_sampler=lambda model: ScriptedSampler(), tags=TAGS,
-      reward_tags=rewards.R1PP_TAGS,
-      stages=[Stage("rl", "rl", 1, "train", batch_size=len(questions),
-                    rewards=("format_penalty", "answer_cem"), learning_rate=LR)],
-      datasets={"train": questions}, prompt_fn=_prompt,
-      rl=RLSettings(group_size=4, memorization="rule", mini_batches=mini_batches,
-                    epochs=epochs, loss=LossConfig(mem_coef=0.5), fit_multiple=16),
-      workdir=str(tmp_path), checkpoint_every=100, tensorboard=False)
+  """One RL step; returns the (batch, mem) of each update and the trainer."""
+  calls = record_updates(monkeypatch)
+  trainer = scripted_trainer(
+      tmp_path, RLSettings(group_size=4, memorization="rule",
+                           mini_batches=mini_batches, epochs=epochs,
+                           loss=LossConfig(mem_coef=0.5), fit_multiple=16),
+      learning_rate=LR)
   trainer.run()
   monkeypatch.undo()
   return calls, trainer
