@@ -368,7 +368,6 @@ def test_rl_run_memorizes_the_correct_rollouts_that_retrieved(tmp_path, monkeypa
                              "group_fewest_retrievals"))
   trainer.run()
   mem_batches = [mem for _, mem in calls]
-  widths = [(batch.tokens.shape[1], mem.tokens.shape[1]) for batch, mem in calls]
 
   # Counted from the script: rollouts labelled correct with a retrieval.
   want = sum(m for group in SCRIPT.values() for _, m in group)
@@ -387,7 +386,6 @@ def test_rl_run_memorizes_the_correct_rollouts_that_retrieved(tmp_path, monkeypa
                             ("when was the director of vorantel born?",
                              TWO_SEARCHES_REWRITTEN))])
   assert len(mem_batches) == steps
-  assert all(a == b for a, b in widths)  # one compiled update per width
   for mem in mem_batches:
     used = [i for i in range(mem.tokens.shape[0]) if mem.loss_mask[i].any()]
     assert len(used) == want

@@ -12,8 +12,7 @@ from flax import nnx
 
 from rsearch_jax import models, sharding
 from rsearch_jax.rl import (Learner, LossConfig, NLLBatch, OptimConfig,
-                            RLBatch, fit_to_rollouts, fit_with_memorization,
-                            fitted_width,
+                            RLBatch, fit_to_rollouts, fitted_width,
                             nll_batch, rl_loss)
 from rsearch_jax.sampling import SamplerOutput
 
@@ -153,47 +152,6 @@ def test_fit_to_rollouts_drops_only_padding_columns():
     np.testing.assert_array_equal(getattr(cut, name), getattr(out, name)[:, :16])
   assert (out.positions[:, 16:] == -1).all() and not out.loss_mask[:, 16:].any()
   assert fit_to_rollouts(out, 0).tokens.shape == (b, t)
-
-
-def _sampler_output(lengths, t=64, prompt=3, seed=0):
-  b = len(lengths)
-  lengths = np.asarray(lengths, np.int32)
-  slots = np.arange(t)[None]
-  used = slots < lengths[:, None]
-  rng = np.random.default_rng(seed)
-  return SamplerOutput(
-      tokens=np.where(used, rng.integers(1, 99, (b, t)), 0).astype(np.int32),
-      loss_mask=(used & (slots >= prompt)).astype(np.int32),
-      logprobs=np.where(used & (slots >= prompt), -1.5, 0).astype(np.float32),
-      positions=np.where(used, slots, -1).astype(np.int32),
-      lengths=lengths, prompt_len=prompt, num_searches=np.zeros(b, np.int32),
-      stop_reasons=["stop"] * b, searches=[[]] * b, texts=[""] * b)
-
-
-def test_rollouts_and_memorization_rows_share_one_width():
-  """Each RL step's update sees one width for both batches (the wider one,
-  rounded up to rl.fit_multiple), so it compiles once per width; an empty
-  set of rewrites still gives a (fully masked) memorization batch."""
-  tok = type("Tok", (), {"pad_id": 0})()
-  mem = lambda n: [([5, 6, 7], [(list(range(1, n + 1)), False)])]  # 3 + n tokens
-  out = _sampler_output([5, 11, 20, 9])
-  # Rollouts set the width: longest 20 -> 24; the rewrite (3 + 4) is shorter.
-  cut, m = fit_with_memorization(out, tok, mem(4), 8)
-  assert cut.tokens.shape == m.tokens.shape == (4, 24)
-  np.testing.assert_array_equal(cut.tokens, out.tokens[:, :24])
-  np.testing.assert_array_equal(m.tokens[0, :7], [5, 6, 7, 1, 2, 3, 4])
-  np.testing.assert_array_equal(m.loss_mask[0, :8], [0, 0, 0, 1, 1, 1, 1, 0])
-  assert m.loss_mask[1:].sum() == 0 and (m.positions[0, 7:] == -1).all()
-  # A longer rewrite sets it: 3 + 30 = 33 -> 40 for both.
-  cut, m = fit_with_memorization(out, tok, mem(30), 8)
-  assert cut.tokens.shape == m.tokens.shape == (4, 40)
-  assert (cut.positions[:, 20:] == -1).all() and not cut.loss_mask[:, 20:].any()
-  # No rewrites: a batch of 4 empty rows, as wide as the rollouts.
-  cut, m = fit_with_memorization(out, tok, [], 8)
-  assert cut.tokens.shape == m.tokens.shape == (4, 24) and m.loss_mask.sum() == 0
-  # Memorization off: no batch, the rollouts as fit_to_rollouts cuts them.
-  cut, m = fit_with_memorization(out, tok, None, 8)
-  assert m is None and cut.tokens.shape == (4, 24)
 
 
 def test_narrowed_batches_give_the_same_update():

@@ -8,7 +8,7 @@
   Learner, LossConfig, OptimConfig, RLBatch, NLLBatch
                                   the jitted, sharded RL / SFT update
   token_advantages, rl_batch, nll_batch, pack_texts, training_mask,
-  fitted_width, fit_to_rollouts, fit_with_memorization
+  fitted_width, fit_to_rollouts
                                   sampler output -> update batches
   rewrite_rule_based, PolicyRewriter, memorization_examples
                                   R1-Searcher++ memorization
@@ -28,8 +28,7 @@ from rsearch_jax.rl._curriculum import (MEMORIZATIONS, STAGE_KINDS,
 from rsearch_jax.rl._memorization import (PolicyRewriter,
                                           memorization_examples,
                                           rewrite_rule_based)
-from rsearch_jax.rl._rollouts import (fit_to_rollouts, fit_with_memorization,
-                                      fitted_width,
+from rsearch_jax.rl._rollouts import (fit_to_rollouts, fitted_width,
                                       nll_batch, pack_texts,
                                       rl_batch, token_advantages,
                                       training_mask)
@@ -45,7 +44,7 @@ __all__ = [
     "AGGREGATIONS", "KL_KINDS", "entropy_from_logits", "kl_penalty",
     "masked_mean", "masked_nll", "policy_loss", "token_logprobs_from_logits",
     "PolicyRewriter", "memorization_examples", "rewrite_rule_based",
-    "fit_to_rollouts", "fit_with_memorization", "fitted_width", "nll_batch", "pack_texts", "rl_batch",
+    "fit_to_rollouts", "fitted_width", "nll_batch", "pack_texts", "rl_batch",
     "token_advantages", "training_mask",
     "LOSS_KL_KINDS", "SCHEDULES", "Learner", "LossConfig", "NLLBatch",
     "OptimConfig", "RLBatch", "make_optimizer", "make_schedule", "nll_loss",

@@ -299,13 +299,20 @@ class Trainer:
                                          list(it.answers)) for s in group]
     rewards = np.asarray(totals, np.float32)
     loss_cfg = self.rl.loss
-    mem_examples = None
+    max_len = out.tokens.shape[1]
+    # Each batch as wide as its own longest row: the memorization rows
+    # (rewrites, without documents) are much shorter than the rollouts, and
+    # at the rollouts' width they cost as much as the rollouts
+    # (BENCHMARKS.md, "The demo's RL step").
+    mem, n_mem = None, 0
     if loss_cfg.mem_coef > 0 and self.rl.memorization != "none":
-      mem_examples = [(p, [(c, False)]) for p, c in mem_lib.memorization_examples(
-          prompts, segs, correct, out.num_searches, self._rewriter(sampler))]
-    n_mem = len(mem_examples or ())
-    out, mem = rollouts.fit_with_memorization(out, self.tokenizer, mem_examples,
-                                              self.rl.fit_multiple)
+      mem_examples = mem_lib.memorization_examples(
+          prompts, segs, correct, out.num_searches, self._rewriter(sampler))
+      n_mem = len(mem_examples)
+      mem = rollouts.nll_batch(
+          self.tokenizer, [(p, [(c, False)]) for p, c in mem_examples],
+          max_len, rows=len(prompts), fit_multiple=self.rl.fit_multiple)
+    out = rollouts.fit_to_rollouts(out, self.rl.fit_multiple)
     mask = rollouts.training_mask(out, loss_cfg.mask_documents)
     if loss_cfg.mask_documents:
       old = out.logprobs

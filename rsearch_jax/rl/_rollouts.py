@@ -7,9 +7,7 @@ Main entry points:
   nll_batch(tokenizer, examples, max_len)     (prompt, segments) pairs ->
                                               NLLBatch (SFT, memorization)
   fitted_width(lengths, max_len, multiple)    how many columns an update needs
-  fit_to_rollouts(out, multiple, min_width)   SamplerOutput cut to that width
-  fit_with_memorization(out, tok, mem, multiple)   the rollouts and their
-                                              memorization rows, one width
+  fit_to_rollouts(out, multiple)              SamplerOutput cut to that width
 
 Rollouts of one prompt are consecutive rows (group_size of them).
 """
@@ -43,12 +41,10 @@ def fitted_width(lengths: Sequence[int] | np.ndarray, max_len: int,
   return min(max_len, -(-longest // multiple) * multiple)
 
 
-def fit_to_rollouts(out, multiple: int, min_width: int = 0):
+def fit_to_rollouts(out, multiple: int):
   """The sampler output with its [B, T] arrays cut to `fitted_width` of its
-  rows' lengths (at least `min_width`, at most the sampler's width): what an
-  update reads, without the all-padding columns."""
-  full = out.tokens.shape[1]
-  width = min(full, max(fitted_width(out.lengths, full, multiple), min_width))
+  rows' lengths: what an update reads, without the all-padding columns."""
+  width = fitted_width(out.lengths, out.tokens.shape[1], multiple)
   return dataclasses.replace(
       out, tokens=out.tokens[:, :width], loss_mask=out.loss_mask[:, :width],
       logprobs=out.logprobs[:, :width], positions=out.positions[:, :width])
@@ -139,40 +135,22 @@ def encode_example(tokenizer: Tokenizer, prompt: str | Sequence[int],
   return ids, mask
 
 
-def fit_with_memorization(out, tokenizer: Tokenizer, mem_examples, multiple: int):
-  """The rollouts cut to their fitted width, and the memorization rows (None
-  when `mem_examples` is None) as an NLLBatch of as many rows, both as wide
-  as the wider of the two: the update then compiles once per width, not
-  once per pair of widths. An empty `mem_examples` still gives a batch (all
-  mask 0), so steps with and without rewrites share one compiled update.
-  """
-  if mem_examples is None:
-    return fit_to_rollouts(out, multiple), None
-  max_len = out.tokens.shape[1]
-  mem = nll_batch(tokenizer, mem_examples, max_len, rows=out.tokens.shape[0],
-                  fit_multiple=multiple,
-                  min_width=fitted_width(out.lengths, max_len, multiple))
-  return fit_to_rollouts(out, multiple, min_width=mem.tokens.shape[1]), mem
-
-
 def nll_batch(tokenizer: Tokenizer,
               examples: Sequence[tuple[str | Sequence[int], Sequence[Segment]]],
               max_len: int, rows: int | None = None,
-              fit_multiple: int = 0, min_width: int = 0) -> NLLBatch:
+              fit_multiple: int = 0) -> NLLBatch:
   """Right-padded [rows, max_len] batch; longer examples are truncated.
 
   `rows` pads the batch with empty rows (mask 0) to a fixed count, so the
   jitted update sees one shape. `fit_multiple` > 0 narrows the batch to its
-  longest example rounded up to that multiple (`fitted_width`), but not
-  below `min_width` (e.g. the width of the rollouts it is trained beside).
+  longest example rounded up to that multiple (`fitted_width`).
   """
   rows = len(examples) if rows is None else rows
   if len(examples) > rows:
     raise ValueError(f"{len(examples)} examples do not fit in {rows} rows")
   encoded = [encode_example(tokenizer, prompt, segments)
              for prompt, segments in examples]
-  max_len = min(max_len, max(min_width, fitted_width(
-      [len(ids) for ids, _ in encoded], max_len, fit_multiple)))
+  max_len = fitted_width([len(ids) for ids, _ in encoded], max_len, fit_multiple)
   tokens = np.full((rows, max_len), tokenizer.pad_id, np.int32)
   positions = np.full((rows, max_len), -1, np.int32)
   mask = np.zeros((rows, max_len), np.int32)
