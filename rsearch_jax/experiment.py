@@ -50,6 +50,9 @@ def validate(cfg) -> None:
                     f"(it is {cfg.data.sft_renamed_worlds})")
   if cfg.data.copy_examples < 0:
     problems.append(f"data.copy_examples={cfg.data.copy_examples} should be >= 0")
+  if cfg.data.pretrain_shuffles < 1:
+    problems.append(f"data.pretrain_shuffles={cfg.data.pretrain_shuffles} "
+                    "should be >= 1")
   if (cfg.data.sft_renamed_worlds or cfg.data.whole_word_names
       or cfg.data.copy_examples) and cfg.data.source != "synthetic":
     problems.append("data.sft_renamed_worlds, data.whole_word_names and "
@@ -300,8 +303,14 @@ def _synthetic(cfg, mesh):
     raise ValueError(f"sampling.max_prompt_len={cfg.sampling.max_prompt_len} "
                      f"is shorter than the longest prompt ({longest} tokens with "
                      f"this tokenizer of {tok.vocab_size} pieces)")
-  # Packed to full rows (a text is ~80 tokens; rows hold seq_len, BOS first).
-  pretrain = rl_lib.pack_texts(tok, pretrain, cfg.data.seq_len - 1)
+  # Packed to full rows (a text is ~80 tokens; rows hold seq_len, BOS first),
+  # one packing per shuffle of the text: were the same rows seen every pass,
+  # a small model would learn them as sequences (each text cued by the one
+  # before it) rather than the facts, which it then could not recall alone.
+  pretrain = [row for e in range(cfg.data.pretrain_shuffles)
+              for row in rl_lib.pack_texts(
+                  tok, pretrain if e == 0 else world.pretraining_texts(shuffle=e),
+                  cfg.data.seq_len - 1)]
   # RL may train on the questions the cold start did not script, as
   # R1-Searcher keeps its SFT and RL questions apart. A renamed world's
   # trajectory shares a text, not an answer, with the world's question, so

@@ -58,11 +58,14 @@ def _train(*overrides: str) -> subprocess.CompletedProcess:
     ("--config.rl.mini_batches=3", ["stages.rl: batch_size*rl.group_size=64",
                                     "rl.mini_batches=3"]),
     ("--config.rl.epochs=0", ["rl.epochs=0 should be >= 1"]),
+    ("--config.data.pretrain_shuffles=0",
+     ["data.pretrain_shuffles=0 should be >= 1"]),
 ], ids=["misspelled", "wrong_type", "inconsistent", "unknown_reward",
         "negative_count", "two_hop_without_renamed_worlds",
         "smeared_keys_on_real_weights", "copy_stage_no_data", "bad_advantage",
         "bad_memorization", "bad_aggregation", "bad_kl_kind",
-        "bad_stage_kind", "mini_batches_do_not_divide", "no_epochs"])
+        "bad_stage_kind", "mini_batches_do_not_divide", "no_epochs",
+        "no_pretrain_shuffles"])
 def test_bad_config_is_one_clear_error(override, expected, tmp_path):
   out = _train(*override.split(), f"--config.workdir={tmp_path}/run")
   assert out.returncode != 0

@@ -201,3 +201,17 @@ def test_synthetic_splits_read_through_seqio_equal_the_worlds_splits(
   other = experiment.synthetic_splits(world, 4, tmp_path / "data4")
   assert other["train"] != via["train"]
   assert {t for t, _ in loaded} != {task}
+
+
+def test_pretraining_rows_hold_each_shuffle_once(tmp_path):
+  """`data.pretrain_shuffles`: the rows hold each shuffle of the pretraining
+  text once, in order, none repeated, none longer than a row."""
+  cfg = _config(tmp_path, pretrain_shuffles=3)
+  mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+  _, tok, _, datasets, _, _ = experiment._synthetic(cfg, mesh)
+  world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
+  rows = datasets["pretrain"]
+  assert len(set(rows)) == len(rows)
+  texts = [t for row in rows for t in row.split("\n")]
+  assert texts == [t for e in range(3) for t in world.pretraining_texts(shuffle=e)]
+  assert all(len(tok.encode(row)) <= cfg.data.seq_len - 1 for row in rows)

@@ -558,3 +558,18 @@ def test_renamed_world_is_the_same_world_under_a_name_shuffle(world, splits):
     (fact,) = q.facts
     assert frozenset((fact.subject, fact.object)) in facts.pairs, q
     assert not q.internal
+
+
+def test_pretraining_shuffles_state_the_same_facts_differently(world):
+  """Each shuffle states every internal fact `pretrain_repeats` times, in
+  other texts and another order; shuffle 0 is the default text."""
+  base = world.pretraining_texts()
+  assert world.pretraining_texts(shuffle=0) == base
+  one, two = world.pretraining_texts(shuffle=1), world.pretraining_texts(shuffle=2)
+  assert one != base and two != one
+  for texts in (one, two):
+    pairs = _pretraining_pairs(world, texts)
+    assert set(pairs) == {frozenset((f.subject, f.object)) for f in world.internal}
+    assert set(pairs.values()) == {world.config.pretrain_repeats}
+  # Not the same texts reordered: the rows a model sees differ.
+  assert len(set(one) & set(base)) < 0.2 * len(base)

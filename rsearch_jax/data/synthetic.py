@@ -382,7 +382,7 @@ class World:
 
   def pretraining_texts(self, repeats: int | None = None,
                         sentences_per_text: int | None = None,
-                        seed: int | None = None) -> list[str]:
+                        seed: int | None = None, shuffle: int = 0) -> list[str]:
     """The internal facts, each stated `repeats` times, as short texts.
 
     Each repetition of a fact uses the next of its relation's templates (so
@@ -395,6 +395,8 @@ class World:
     Args:
       repeats / sentences_per_text: default to the config's values.
       seed: shuffling seed; defaults to the world's seed.
+      shuffle: which of the seed's shufflings (0, 1, ...): each one groups,
+        orders and phrases the same facts differently.
     """
     repeats = self.config.pretrain_repeats if repeats is None else repeats
     per_text = (self.config.sentences_per_text if sentences_per_text is None
@@ -402,7 +404,8 @@ class World:
     if repeats < 1 or per_text < 1:
       raise ValueError(f"pretraining_texts: repeats={repeats} and "
                        f"sentences_per_text={per_text} should be >= 1")
-    rng = np.random.default_rng([self.config.seed if seed is None else seed, 1])
+    rng = np.random.default_rng([self.config.seed if seed is None else seed, 1]
+                                + ([shuffle] if shuffle else []))
     by_subject: dict[str, list[Fact]] = {}
     for fact in sorted(self.internal):
       by_subject.setdefault(fact.subject, []).append(fact)
