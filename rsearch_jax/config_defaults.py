@@ -161,8 +161,12 @@ def synthetic_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # never force (every fact can be memorized).
   c.stages.copy = stage("sft", 250, "copy", 32, learning_rate=3e-3,
                         warmup_steps=10)
-  # 72 packed rows of ~400 tokens per pass over the pretraining text.
-  c.stages.pretrain = stage("pretrain", 100, "pretrain", 16, learning_rate=3e-3,
+  # 72 packed rows of ~400 tokens per pass over the pretraining text, each
+  # pass another shuffle (no row repeats in 200 steps): then the model
+  # completes the internal facts alone (eval/knows/internal), which it did
+  # not after 100 steps over one fixed packing, learned as sequences.
+  c.data.pretrain_shuffles = 50
+  c.stages.pretrain = stage("pretrain", 200, "pretrain", 16, learning_rate=3e-3,
                             warmup_steps=10)
   # Cold start: scripted 1-hop trajectories only (deliberately imperfect: RL
   # has to find the 2-hop and comparison strategies): 100 in the world and

@@ -24,6 +24,10 @@ Main entry points:
                            chat-completions endpoint.
   read_predictions(path)   a predictions JSONL -> rows (file:line errors).
   restore_policy_params(model, checkpoint, step)   a training run's policy.
+  fact_recall(model, tokenizer, world)   what a model of the synthetic world
+                           knows without documents: the share of internal
+                           (and, as the guessing baseline, corpus-only) facts
+                           it completes exactly.
   EvalResult, format_table(results)   a Markdown table of (mode, dataset) runs.
 """
 
@@ -525,6 +529,63 @@ def restore_policy_params(model, checkpoint: str | os.PathLike,
     params, _, _, _ = ckpt.restore(step, params_like=nnx.split(model)[1])
   nnx.update(model, params)
   return int(step)
+
+
+# ---------------------------------------------------------------------------
+# Knowledge without documents (the synthetic world)
+# ---------------------------------------------------------------------------
+
+
+def fact_recall(model, tokenizer, world, *, batch_size: int = 64
+                ) -> dict[str, float]:
+  """What `model` knows of `world` without its documents.
+
+  For each fact whose object is a name (a person, film, company or city;
+  years are left out, since their first pieces are a guess), the model reads
+  its corpus sentence up to the object ("Doril Shibrar was born in the city
+  of") and the fact counts as recalled when greedy decoding would write the
+  object's tokens: the argmax at every position of the object is its next
+  token (one teacher-forced pass). Rows start with BOS when the tokenizer
+  has one, as the pretraining rows do.
+
+  Returns:
+    {"internal": share of the internal facts recalled, "corpus": the same
+    for the facts only the corpus states: what guessing scores, since the
+    model never read them outside documents}.
+  """
+  import jax.numpy as jnp
+
+  bos = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
+  rows = []  # (ids, first object index, end of object, internal)
+  for fact in world.facts:
+    if fact.relation in ("birth_year", "released_year"):
+      continue
+    sentence = world.sentence(fact)
+    head = sentence[:sentence.rindex(fact.object)].rstrip()
+    ids = tokenizer.encode(sentence)
+    cuts = {tokenizer.decode(ids[:n]): n for n in range(len(ids) + 1)}
+    if head not in cuts or head + " " + fact.object not in cuts:
+      raise ValueError(f"fact_recall: the tokenizer merges {fact.object!r} "
+                       f"with its neighbours in {sentence!r}")
+    start, end = cuts[head], cuts[head + " " + fact.object]
+    rows.append((bos + ids[:end], len(bos) + start, len(bos) + end,
+                 world.is_internal(fact)))
+  hits = {True: [], False: []}
+  for b in range(0, len(rows), batch_size):
+    chunk = rows[b:b + batch_size]
+    width = max(len(r[0]) for r in chunk)
+    tokens = np.zeros((len(chunk), width), np.int32)
+    positions = np.full((len(chunk), width), -1, np.int32)
+    for i, (ids, _, _, _) in enumerate(chunk):
+      tokens[i, :len(ids)] = ids
+      positions[i, :len(ids)] = np.arange(len(ids))
+    logits = model(jnp.asarray(tokens), jnp.asarray(positions))[0]
+    guess = np.asarray(jnp.argmax(logits, axis=-1))
+    for i, (ids, start, end, internal) in enumerate(chunk):
+      hits[internal].append(all(guess[i, j - 1] == ids[j]
+                                for j in range(start, end)))
+  return {"internal": float(np.mean(hits[True])) if hits[True] else 0.0,
+          "corpus": float(np.mean(hits[False])) if hits[False] else 0.0}
 
 
 # ---------------------------------------------------------------------------

@@ -208,11 +208,20 @@ def build_trainer(cfg) -> Trainer:
   eval_rewards = _names(cfg.eval.rewards) or next(
       (s.rewards for s in reversed(stages) if s.kind == "rl"), ())
 
+  # In the synthetic world, what the model knows without documents too.
+  world = None
+  if cfg.data.source == "synthetic":
+    from rsearch_jax.data import synthetic
+    world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
+
   def eval_fn(trainer, after):
     sampler = make_sampler(trainer.current_model(), temperature=0.0)
     metrics, _ = eval_lib.evaluate(sampler, tok, eval_sets, prompt_fn,
                                    reward_tags, batch_size=cfg.eval.batch_size,
                                    rewards=eval_rewards)
+    if world is not None:
+      known = eval_lib.fact_recall(trainer.current_model(), tok, world)
+      metrics.update({f"knows/{k}": v for k, v in known.items()})
     return metrics
 
   return Trainer(

@@ -523,3 +523,47 @@ def test_restore_errors_name_the_checkpoint(tmp_path, model):
   (tmp_path / "run" / "checkpoints").mkdir(parents=True)
   with pytest.raises(FileNotFoundError, match="no checkpoint in"):
     eval_lib.restore_policy_params(model, tmp_path / "run")
+
+
+def test_fact_recall_counts_facts_completed_exactly(tmp_path):
+  """`fact_recall` against an oracle that knows chosen sentences: a fact
+  counts only when every token of its object is the argmax; years are not
+  asked; BOS comes first."""
+  from rsearch_jax.data import synthetic
+  world = synthetic.make_world(synthetic.WorldConfig(
+      num_people=12, num_films=6, num_companies=4, num_cities=4))
+  from rsearch_jax.tokenizer import SentencePieceTokenizer
+  tok = SentencePieceTokenizer.train([d.contents() for d in world.corpus()], 400,
+                                     tmp_path)
+  named = [f for f in world.facts
+           if f.relation not in ("birth_year", "released_year")]
+  internal = [f for f in named if world.is_internal(f)]
+  corpus = [f for f in named if not world.is_internal(f)]
+  # The oracle knows: all internal facts but two, of which it knows only the
+  # object's first character; three corpus-only facts.
+  partial, known = internal[:2], internal[2:] + corpus[:3]
+  table = {}
+  for f in known + partial:
+    ids = [tok.bos_id] + tok.encode(world.sentence(f))
+    stop = len(ids)
+    if f in partial:  # up to the object's first character, then nothing
+      stop = len(tok.encode(world.sentence(f)[:world.sentence(f).rindex(
+          f.object) + 1])) + 1
+    for t in range(1, stop):
+      table[tuple(ids[:t])] = ids[t]
+  seen_bos = []
+
+  def oracle(tokens, positions):
+    tokens, positions = np.asarray(tokens), np.asarray(positions)
+    logits = np.zeros(tokens.shape + (tok.vocab_size,), np.float32)
+    for b in range(tokens.shape[0]):
+      n = int((positions[b] >= 0).sum())
+      seen_bos.append(tokens[b, 0] == tok.bos_id)
+      for t in range(n):
+        logits[b, t, table.get(tuple(tokens[b, :t + 1]), 0)] = 1.0
+    return logits, None
+
+  got = eval_lib.fact_recall(oracle, tok, world, batch_size=7)
+  assert got["internal"] == pytest.approx((len(internal) - 2) / len(internal))
+  assert got["corpus"] == pytest.approx(3 / len(corpus))
+  assert seen_bos and all(seen_bos)

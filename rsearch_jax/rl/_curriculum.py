@@ -43,9 +43,10 @@ from rsearch_jax.rl._train_step import Learner, LossConfig, OptimConfig
 STAGE_KINDS = ("pretrain", "sft", "rl")
 MEMORIZATIONS = ("none", "rule", "policy")  # RLSettings.memorization
 # The end-of-run table: overall, then by knowledge source and by hops.
+# "knows/*": facts recalled without documents (synthetic runs).
 SUMMARY_COLUMNS = ("reward", "em", "f1", "retrievals", "em/internal", "retrievals/internal",
                    "em/corpus", "retrievals/corpus", "em/1hop", "em/2hop",
-                   "answered", "n")
+                   "answered", "knows/internal", "knows/corpus", "n")
 
 
 @dataclasses.dataclass(frozen=True)
