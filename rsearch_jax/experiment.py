@@ -318,8 +318,7 @@ def _synthetic(cfg, mesh):
   # before it) rather than the facts, which it then could not recall alone.
   pretrain = [row for e in range(cfg.data.pretrain_shuffles)
               for row in rl_lib.pack_texts(
-                  tok, pretrain if e == 0 else world.pretraining_texts(shuffle=e),
-                  cfg.data.seq_len - 1)]
+                  tok, world.pretraining_texts(shuffle=e), cfg.data.seq_len - 1)]
   # RL may train on the questions the cold start did not script, as
   # R1-Searcher keeps its SFT and RL questions apart. A renamed world's
   # trajectory shares a text, not an answer, with the world's question, so
