@@ -58,6 +58,9 @@ The config reference (README "Config reference" mirrors this):
   data.whole_word_names     every name word one token (synthetic tokenizer)
   data.pretrain_shuffles    the synthetic pretraining text in that many
                       shufflings, each packed into its own rows
+  data.sft_rehearsal  that many pretraining texts (further shufflings, BOS
+                      first, every token a target) mixed into the SFT set,
+                      so the cold start keeps the internal facts (synthetic)
   data.copy_examples  random-token copy examples in the dataset "copy" (a
                       stage of kind "sft" on it is the demo's copy warm-up;
                       rsearch_jax.data.copying)
@@ -123,7 +126,7 @@ def base(method: str) -> ml_collections.ConfigDict:
       source="r1_searcher", dir="../shared/data/r1_searcher", seq_len=256,
       sft_examples=64, sft_one_hop_only=True, sft_search_all=True,
       sft_renamed_worlds=0, sft_renamed_two_hop=0, whole_word_names=False,
-      copy_examples=0, pretrain_shuffles=1))
+      copy_examples=0, pretrain_shuffles=1, sft_rehearsal=0))
   c.world = ml_collections.ConfigDict(dict(
       seed=0, num_people=50, num_films=25, num_companies=15, num_cities=10,
       married_fraction=0.5, internal_fraction=0.5, pretrain_repeats=30,

@@ -53,10 +53,14 @@ def validate(cfg) -> None:
   if cfg.data.pretrain_shuffles < 1:
     problems.append(f"data.pretrain_shuffles={cfg.data.pretrain_shuffles} "
                     "should be >= 1")
+  if cfg.data.sft_rehearsal < 0:
+    problems.append(f"data.sft_rehearsal={cfg.data.sft_rehearsal} should be >= 0")
   if (cfg.data.sft_renamed_worlds or cfg.data.whole_word_names
-      or cfg.data.copy_examples) and cfg.data.source != "synthetic":
-    problems.append("data.sft_renamed_worlds, data.whole_word_names and "
-                    "data.copy_examples apply to the synthetic world only "
+      or cfg.data.copy_examples or cfg.data.sft_rehearsal
+      ) and cfg.data.source != "synthetic":
+    problems.append("data.sft_renamed_worlds, data.whole_word_names, "
+                    "data.copy_examples and data.sft_rehearsal apply to the "
+                    "synthetic world only "
                     f"(data.source={cfg.data.source!r})")
   for n in _names(cfg.curriculum):
     if n in cfg.stages and cfg.stages[n].data == "copy" and (
@@ -289,9 +293,12 @@ def _synthetic(cfg, mesh):
   for k in range(cfg.data.sft_renamed_worlds):
     other = world.renamed(k, keep=keep)
     search = searcher(retrieval.BM25Retriever(other.corpus()))
+    # No trajectory may contradict what pretraining taught about a name:
+    # the cold start would trade the internal facts for the renamed ones.
     questions = [q for q in other.questions()
                  if not keep.intersection(q.entities)
-                 and q.question not in heldout_texts]
+                 and q.question not in heldout_texts
+                 and not synthetic.contradicts_internal(q, other, world)]
     # 1-hop trajectories, then a few chained / comparison ones.
     for multi_hop, n in ((False, cfg.data.sft_examples),
                          (True, cfg.data.sft_renamed_two_hop)):
@@ -306,6 +313,8 @@ def _synthetic(cfg, mesh):
   sft = [(prompt, [(blocks[text] if retrieved else text, retrieved)
                    for text, retrieved in segs])
          for prompt, segs in examples]
+  sft += _rehearsal(world, tok, cfg.data.sft_rehearsal,
+                    first_shuffle=cfg.data.pretrain_shuffles)
   longest = max(len(tok.encode(prompt_fn(q.question)))
                 for q in splits["train"] + splits["heldout"])
   if longest > cfg.sampling.max_prompt_len:
@@ -332,6 +341,24 @@ def _synthetic(cfg, mesh):
         cfg.data.copy_examples, tok.text_piece_ids(), tok.eos_id, seed=cfg.seed)
   eval_sets = splits["heldout"][:cfg.eval.num_questions]
   return model, tok, retriever, datasets, prompt_fn, eval_sets
+
+
+def _rehearsal(world, tok, n: int, first_shuffle: int) -> list:
+  """n pretraining texts as SFT examples (BOS, then the text, every token a
+  target), from the shufflings after the pretraining stage's.
+
+  The cold start's renamed worlds answer questions about the world's names
+  with other facts; without rehearsal the model trades what it learned in
+  pretraining for them (eval/knows/internal falls from ~90% to ~10%), and
+  R1-Searcher++ then has nothing to recall.
+  """
+  bos = [] if tok.bos_id is None else [tok.bos_id]
+  out, shuffle = [], first_shuffle
+  while len(out) < n:
+    out += [(bos, [(text, False)])
+            for text in world.pretraining_texts(shuffle=shuffle)[:n - len(out)]]
+    shuffle += 1
+  return out
 
 
 def synthetic_splits(world, seed: int, data_dir) -> dict[str, list]:

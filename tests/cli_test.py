@@ -60,12 +60,13 @@ def _train(*overrides: str) -> subprocess.CompletedProcess:
     ("--config.rl.epochs=0", ["rl.epochs=0 should be >= 1"]),
     ("--config.data.pretrain_shuffles=0",
      ["data.pretrain_shuffles=0 should be >= 1"]),
+    ("--config.data.sft_rehearsal=-5", ["data.sft_rehearsal=-5 should be >= 0"]),
 ], ids=["misspelled", "wrong_type", "inconsistent", "unknown_reward",
         "negative_count", "two_hop_without_renamed_worlds",
         "smeared_keys_on_real_weights", "copy_stage_no_data", "bad_advantage",
         "bad_memorization", "bad_aggregation", "bad_kl_kind",
         "bad_stage_kind", "mini_batches_do_not_divide", "no_epochs",
-        "no_pretrain_shuffles"])
+        "no_pretrain_shuffles", "negative_rehearsal"])
 def test_bad_config_is_one_clear_error(override, expected, tmp_path):
   out = _train(*override.split(), f"--config.workdir={tmp_path}/run")
   assert out.returncode != 0

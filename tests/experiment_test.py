@@ -48,6 +48,7 @@ def test_renamed_worlds_add_counterfactual_trajectories(tmp_path):
   sft = datasets["sft"]
   assert len(sft) == 8 + 3 * 8
   real = {prompt_fn(q.question): q.answers[0] for q in world.questions()}
+  known = {prompt_fn(q.question) for q in world.questions() if q.internal}
   held_names = {e for q in splits["heldout_entities"] for e in q.entities}
   held_prompts = {prompt_fn(q.question) for q in splits["heldout"]}
   differs = 0
@@ -60,6 +61,9 @@ def test_renamed_worlds_add_counterfactual_trajectories(tmp_path):
     # world's: the real world often answers the same question differently.
     assert not any(n in prompt for n in held_names), prompt
     differs += _answer(segments) != real.get(prompt)
+    # ... but never where the pretraining text taught the real answer.
+    if prompt in known:
+      assert _answer(segments) == real[prompt], prompt
     # Retrieved blocks are the sampler's ids and decode to documents that
     # state the answer the trajectory gives.
     blocks = [tok.decode(ids) for ids, retrieved in segments if retrieved]
@@ -215,3 +219,28 @@ def test_pretraining_rows_hold_each_shuffle_once(tmp_path):
   texts = [t for row in rows for t in row.split("\n")]
   assert texts == [t for e in range(3) for t in world.pretraining_texts(shuffle=e)]
   assert all(len(tok.encode(row)) <= cfg.data.seq_len - 1 for row in rows)
+
+
+def test_sft_rehearsal_mixes_unseen_pretraining_texts(tmp_path):
+  """`data.sft_rehearsal`: the SFT set gains that many pretraining texts as
+  plain next-token examples (BOS, then every token a target), taken from the
+  shufflings after the pretraining stage's (other groupings, orders and
+  phrasings); the scripted trajectories are unchanged."""
+  n = 100  # several shuffles' texts at these sizes
+  base = _config(tmp_path / "a", pretrain_shuffles=2, sft_renamed_worlds=1)
+  cfg = _config(tmp_path / "b", pretrain_shuffles=2, sft_renamed_worlds=1,
+                sft_rehearsal=n)
+  mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+  _, _, _, plain, _, _ = experiment._synthetic(base, mesh)
+  _, tok, _, datasets, _, _ = experiment._synthetic(cfg, mesh)
+  world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
+  per_shuffle = len(world.pretraining_texts(shuffle=2))
+  assert per_shuffle < n
+  sft = datasets["sft"]
+  assert sft[:len(plain["sft"])] == plain["sft"]
+  extra = sft[len(plain["sft"]):]
+  assert len(extra) == n
+  later = [t for e in range(2, 2 + n // per_shuffle + 1)
+           for t in world.pretraining_texts(shuffle=e)]
+  assert [segs for _, segs in extra] == [[(t, False)] for t in later[:n]]
+  assert all(list(prompt) == [tok.bos_id] for prompt, _ in extra)

@@ -526,6 +526,44 @@ def test_pairs_unique_facts(world):
   assert all(len(p) == 2 for p in pairs)
 
 
+def test_contradicts_internal_flags_renamed_answers_that_unlearn_a_fact(world):
+  """A renamed world's question contradicts the model's knowledge when a fact
+  it states gives one of its names another partner, under the same relation
+  and on the same side, than an internal fact of the real world does (the
+  reference below reads the facts directly, not the question's hops)."""
+  other = world.renamed(3)
+  internal = [f for f in world.facts if world.is_internal(f)]
+
+  def clash(f, named):
+    for g in internal:
+      if g.relation != f.relation:
+        continue
+      if f.relation == "married_to":
+        if named in (g.subject, g.object) and {g.subject, g.object} != {
+            f.subject, f.object}:
+          return True
+      elif (named == f.subject == g.subject and g.object != f.object) or (
+          named == f.object == g.object and g.subject != f.subject):
+        return True
+    return False
+
+  seen = collections.Counter()
+  for q in other.questions():
+    if q.kind == "1hop":
+      (f,) = q.facts
+      expected = clash(f, q.entities[0])
+    elif q.kind == "comparison":
+      expected = any(clash(f, f.subject) for f in q.facts)
+    else:
+      continue
+    got = S.contradicts_internal(q, other, world)
+    assert got == expected, q
+    seen[q.kind, got] += 1
+  assert all(seen[k, b] > 10 for k in ("1hop", "comparison") for b in (0, 1)), seen
+  # The real world's own questions never contradict it.
+  assert not any(S.contradicts_internal(q, world, world) for q in world.questions())
+
+
 def test_renamed_world_is_the_same_world_under_a_name_shuffle(world, splits):
   """A renamed world maps every fact through one permutation of the names of
   each kind (years kept), keeps the held-out entities in place, has nothing

@@ -87,6 +87,7 @@ Main entry points:
   question_from_example(example, where)     a row read back (e.g. from a
                                             seqio Task) -> Question
   prompt(question, style), scripted_trajectory(question, world, style, search),
+  contradicts_internal(question, asked_in, world)
   sft_questions(questions, n, one_hop_only=..., seed=...)
 """
 
@@ -977,6 +978,21 @@ def _hops_of(question: Question, world: World) -> list[_Hop]:
       hops.append(_Hop(start, f.relation, f.object, f))
     start = hops[-1].target
   return hops
+
+
+def contradicts_internal(question: Question, asked_in: World,
+                         world: World) -> bool:
+  """Whether answering `question` of `asked_in` (a renamed copy of `world`)
+  states about a name another value than an internal fact of `world` gives:
+  a cold start trained on it unlearns that fact ("Where was X born?" has
+  another answer in the renamed world, and the pretraining text said where).
+  """
+  for hop in _hops_of(question, asked_in):
+    real = _hop(world, hop.start, hop.relation)
+    if (real is not None and real.target != hop.target
+        and world.is_internal(real.fact)):
+      return True
+  return False
 
 
 def scripted_trajectory(question: Question, world: World, style: str,
