@@ -347,10 +347,10 @@ def _rehearsal(world, tok, n: int, first_shuffle: int) -> list:
   """n pretraining texts as SFT examples (BOS, then the text, every token a
   target), from the shufflings after the pretraining stage's.
 
-  The cold start's renamed worlds answer questions about the world's names
-  with other facts; without rehearsal the model trades what it learned in
-  pretraining for them (eval/knows/internal falls from ~90% to ~10%), and
-  R1-Searcher++ then has nothing to recall.
+  The cold start's trajectories state few of the internal facts; without
+  rehearsal the model forgets them (eval/knows/internal falls from 88% to
+  3-9%, whether or not renamed worlds contradict them), and R1-Searcher++
+  then has nothing to recall.
   """
   bos = [] if tok.bos_id is None else [tok.bos_id]
   out, shuffle = [], first_shuffle

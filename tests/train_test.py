@@ -37,6 +37,10 @@ TINY = [
     "--config.model.intermediate_size=256", "--config.model.num_layers=2",
     "--config.data.seq_len=384", "--config.data.sft_examples=8",
     "--config.data.sft_renamed_worlds=0", "--config.data.copy_examples=8",
+    # The cold start on its trajectories alone: its loss must fall from the
+    # first batch to the last (rehearsal texts, which experiment_test covers,
+    # would make batches differ by more than 80 steps teach).
+    "--config.data.sft_rehearsal=0",
     f"--config.stages.copy.steps={COPY}", "--config.stages.copy.batch_size=4",
     f"--config.stages.pretrain.steps={PRETRAIN}",
     "--config.stages.pretrain.batch_size=2",
