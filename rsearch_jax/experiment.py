@@ -352,13 +352,16 @@ def _rehearsal(world, tok, n: int, first_shuffle: int) -> list:
   3-9%, whether or not renamed worlds contradict them), and R1-Searcher++
   then has nothing to recall.
   """
-  bos = [] if tok.bos_id is None else [tok.bos_id]
-  out, shuffle = [], first_shuffle
-  while len(out) < n:
-    out += [(bos, [(text, False)])
-            for text in world.pretraining_texts(shuffle=shuffle)[:n - len(out)]]
+  texts, shuffle = [], first_shuffle
+  while len(texts) < n:
+    more = world.pretraining_texts(shuffle=shuffle)
+    if not more:
+      raise ValueError(f"data.sft_rehearsal={n}: the world has no internal "
+                       "fact to rehearse (world.internal_fraction="
+                       f"{world.config.internal_fraction})")
+    texts += more[:n - len(texts)]
     shuffle += 1
-  return out
+  return rl_lib.text_examples(tok, texts)
 
 
 def synthetic_splits(world, seed: int, data_dir) -> dict[str, list]:

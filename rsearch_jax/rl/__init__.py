@@ -7,8 +7,8 @@
   token_logprobs_from_logits      token-level losses under the loss mask
   Learner, LossConfig, OptimConfig, RLBatch, NLLBatch
                                   the jitted, sharded RL / SFT update
-  token_advantages, rl_batch, nll_batch, pack_texts, training_mask,
-  fitted_width, fit_to_rollouts
+  token_advantages, rl_batch, nll_batch, pack_texts, text_examples,
+  training_mask, fitted_width, fit_to_rollouts
                                   sampler output -> update batches
   rewrite_rule_based, PolicyRewriter, memorization_examples
                                   R1-Searcher++ memorization
@@ -30,7 +30,7 @@ from rsearch_jax.rl._memorization import (PolicyRewriter,
                                           rewrite_rule_based)
 from rsearch_jax.rl._rollouts import (fit_to_rollouts, fitted_width,
                                       nll_batch, pack_texts,
-                                      rl_batch, token_advantages,
+                                      rl_batch, text_examples, token_advantages,
                                       training_mask)
 from rsearch_jax.rl._train_step import (LOSS_KL_KINDS, SCHEDULES, Learner,
                                         LossConfig, NLLBatch, OptimConfig,
@@ -45,7 +45,7 @@ __all__ = [
     "masked_mean", "masked_nll", "policy_loss", "token_logprobs_from_logits",
     "PolicyRewriter", "memorization_examples", "rewrite_rule_based",
     "fit_to_rollouts", "fitted_width", "nll_batch", "pack_texts", "rl_batch",
-    "token_advantages", "training_mask",
+    "text_examples", "token_advantages", "training_mask",
     "LOSS_KL_KINDS", "SCHEDULES", "Learner", "LossConfig", "NLLBatch",
     "OptimConfig", "RLBatch", "make_optimizer", "make_schedule", "nll_loss",
     "rl_loss", "MEMORIZATIONS", "STAGE_KINDS", "RLSettings", "Stage", "Trainer",

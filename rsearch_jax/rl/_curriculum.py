@@ -267,9 +267,7 @@ class Trainer:
 
   def _nll_step(self, stage: Stage, items) -> dict[str, float]:
     if stage.kind == "pretrain":
-      # Plain text after BOS: every text token is a target.
-      bos = [] if self.tokenizer.bos_id is None else [self.tokenizer.bos_id]
-      examples = [(bos, [(text, False)]) for text in items]
+      examples = rollouts.text_examples(self.tokenizer, items)
     else:
       examples = list(items)
     # As wide as the batch's longest row (rounded): padding columns change

@@ -162,6 +162,14 @@ def nll_batch(tokenizer: Tokenizer,
   return NLLBatch(tokens=tokens, positions=positions, loss_mask=mask)
 
 
+def text_examples(tokenizer: Tokenizer, texts: Sequence[str]
+                  ) -> list[tuple[list[int], list[Segment]]]:
+  """Plain texts as `nll_batch` examples: BOS (if the tokenizer has one),
+  then the text, every text token a target (pretraining, rehearsal)."""
+  bos = [] if tokenizer.bos_id is None else [tokenizer.bos_id]
+  return [(bos, [(text, False)]) for text in texts]
+
+
 def pack_texts(tokenizer: Tokenizer, texts: Sequence[str],
                max_tokens: int) -> list[str]:
   """Joins consecutive texts (newline-separated) into texts of at most
