@@ -51,16 +51,25 @@ The config reference (README "Config reference" mirrors this):
   data.dir            R1-Searcher data folder (r1_searcher)
   data.seq_len        sequence length of pretrain / sft batches
   data.sft_examples / sft_one_hop_only / sft_search_all   the cold start
+  data.sft_own_world  the cold start includes sft_examples trajectories in
+                      the world itself (synthetic; False: only in the
+                      renamed / perturbed worlds)
   data.sft_renamed_worlds   cold-start trajectories (up to sft_examples each)
                       in that many worlds with shuffled names (synthetic)
+  data.sft_perturbed_worlds cold-start trajectories (up to sft_examples each)
+                      in that many worlds with the internal facts kept and
+                      the others shuffled (synthetic: World.perturbed)
   data.sft_renamed_two_hop  plus that many 2-hop / comparison trajectories
-                      in each renamed world
+                      in each renamed or perturbed world
   data.whole_word_names     every name word one token (synthetic tokenizer)
   data.pretrain_shuffles    the synthetic pretraining text in that many
                       shufflings, each packed into its own rows
   data.sft_rehearsal  that many pretraining texts (further shufflings, BOS
                       first, every token a target) mixed into the SFT set,
                       so the cold start keeps the internal facts (synthetic)
+  data.sft_sort_window  SFT batches drawn in length buckets: each window of
+                      this many batches sorted by length, then the batches
+                      shuffled (less padding; 0: plain shuffle)
   data.copy_examples  random-token copy examples in the dataset "copy" (a
                       stage of kind "sft" on it is the demo's copy warm-up;
                       rsearch_jax.data.copying)
@@ -124,9 +133,12 @@ def base(method: str) -> ml_collections.ConfigDict:
       eps=1e-8, grad_clip=1.0))
   c.data = ml_collections.ConfigDict(dict(
       source="r1_searcher", dir="../shared/data/r1_searcher", seq_len=256,
-      sft_examples=64, sft_one_hop_only=True, sft_search_all=True,
-      sft_renamed_worlds=0, sft_renamed_two_hop=0, whole_word_names=False,
-      copy_examples=0, pretrain_shuffles=1, sft_rehearsal=0))
+      sft_examples=64, sft_own_world=True, sft_one_hop_only=True,
+      sft_search_all=True,
+      sft_renamed_worlds=0, sft_perturbed_worlds=0, sft_renamed_two_hop=0,
+      whole_word_names=False,
+      copy_examples=0, pretrain_shuffles=1, sft_rehearsal=0,
+      sft_sort_window=0))
   c.world = ml_collections.ConfigDict(dict(
       seed=0, num_people=50, num_films=25, num_companies=15, num_cities=10,
       married_fraction=0.5, internal_fraction=0.5, pretrain_repeats=30,

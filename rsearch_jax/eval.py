@@ -56,6 +56,9 @@ MODES = ("agent", "direct", "naive_rag")
 
 # Per-question values averaged into the metrics (plus "judge" when judged).
 METRIC_KEYS = ("em", "f1", "cover_em", "retrievals", "answered")
+# Question kind (a synthetic label) -> its group in the metrics; 1-hop
+# questions are the "1hop" group of the hops label already.
+KIND_LABELS = {"2hop": "chained", "comparison": "comparison"}
 
 
 # ---------------------------------------------------------------------------
@@ -125,6 +128,11 @@ def _labels(q) -> dict[str, str]:
   hops = get("hops")
   if hops is not None:
     out["hops"] = f"{hops}hop"
+  # The synthetic world's two kinds of 2-hop question, apart: "chained"
+  # (2-hop compositional) and "comparison".
+  kind = get("kind")
+  if kind in KIND_LABELS:
+    out["kind"] = KIND_LABELS[kind]
   return out
 
 

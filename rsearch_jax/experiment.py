@@ -40,27 +40,33 @@ def validate(cfg) -> None:
   if s.max_len <= s.max_prompt_len:
     problems.append(f"sampling.max_len={s.max_len} must exceed "
                     f"sampling.max_prompt_len={s.max_prompt_len}")
-  if cfg.data.sft_renamed_worlds < 0:
-    problems.append(f"data.sft_renamed_worlds={cfg.data.sft_renamed_worlds} "
-                    "should be >= 0")
-  if cfg.data.sft_renamed_two_hop < 0 or (cfg.data.sft_renamed_two_hop
-                                          and not cfg.data.sft_renamed_worlds):
+  for field in ("sft_renamed_worlds", "sft_perturbed_worlds"):
+    if cfg.data[field] < 0:
+      problems.append(f"data.{field}={cfg.data[field]} should be >= 0")
+  if cfg.data.sft_renamed_two_hop < 0 or (
+      cfg.data.sft_renamed_two_hop and not cfg.data.sft_renamed_worlds
+      and not cfg.data.sft_perturbed_worlds):
     problems.append(f"data.sft_renamed_two_hop={cfg.data.sft_renamed_two_hop} "
-                    "should be >= 0, and needs data.sft_renamed_worlds > 0 "
-                    f"(it is {cfg.data.sft_renamed_worlds})")
+                    "should be >= 0, and needs data.sft_renamed_worlds > 0 or "
+                    "data.sft_perturbed_worlds > 0 (they are "
+                    f"{cfg.data.sft_renamed_worlds} and "
+                    f"{cfg.data.sft_perturbed_worlds})")
   if cfg.data.copy_examples < 0:
     problems.append(f"data.copy_examples={cfg.data.copy_examples} should be >= 0")
   if cfg.data.pretrain_shuffles < 1:
     problems.append(f"data.pretrain_shuffles={cfg.data.pretrain_shuffles} "
                     "should be >= 1")
+  if cfg.data.sft_sort_window < 0:
+    problems.append(f"data.sft_sort_window={cfg.data.sft_sort_window} should "
+                    "be >= 0 (0: plain shuffled batches)")
   if cfg.data.sft_rehearsal < 0:
     problems.append(f"data.sft_rehearsal={cfg.data.sft_rehearsal} should be >= 0")
-  if (cfg.data.sft_renamed_worlds or cfg.data.whole_word_names
-      or cfg.data.copy_examples or cfg.data.sft_rehearsal
-      ) and cfg.data.source != "synthetic":
-    problems.append("data.sft_renamed_worlds, data.whole_word_names, "
-                    "data.copy_examples and data.sft_rehearsal apply to the "
-                    "synthetic world only "
+  if (cfg.data.sft_renamed_worlds or cfg.data.sft_perturbed_worlds
+      or cfg.data.whole_word_names or cfg.data.copy_examples
+      or cfg.data.sft_rehearsal) and cfg.data.source != "synthetic":
+    problems.append("data.sft_renamed_worlds, data.sft_perturbed_worlds, "
+                    "data.whole_word_names, data.copy_examples and "
+                    "data.sft_rehearsal apply to the synthetic world only "
                     f"(data.source={cfg.data.source!r})")
   for n in _names(cfg.curriculum):
     if n in cfg.stages and cfg.stages[n].data == "copy" and (
@@ -237,7 +243,8 @@ def build_trainer(cfg) -> Trainer:
       seq_len=cfg.data.seq_len, seed=cfg.seed, mesh=mesh,
       checkpoint_every=cfg.log.checkpoint_every, trace_every=cfg.log.trace_every,
       tensorboard=cfg.log.tensorboard, config=cfg.to_dict(),
-      allow_config_changes=cfg.log.allow_config_changes)
+      allow_config_changes=cfg.log.allow_config_changes,
+      sft_sort_window=cfg.data.sft_sort_window)
 
 
 def _synthetic(cfg, mesh):
@@ -284,8 +291,11 @@ def _synthetic(cfg, mesh):
       return text
     return search
 
-  own = _sft_examples(cfg, world, splits["train"], prompt_fn,
-                      searcher(retriever), style)
+  # The world's own trajectories restate its corpus facts, which the model
+  # then half-knows though they are labelled for search (data.sft_own_world).
+  own = (_sft_examples(cfg, world, splits["train"], prompt_fn,
+                       searcher(retriever), style)
+         if cfg.data.sft_own_world else [])
   examples = list(own)
   # Counterfactual worlds (names shuffled): their answers must be read.
   keep = {e for q in splits["heldout_entities"] for e in q.entities}
@@ -307,6 +317,24 @@ def _synthetic(cfg, mesh):
         examples += _scripted(other, synthetic.sft_questions(
             pool, len(pool), one_hop_only=False, seed=cfg.seed + k),
             prompt_fn, search, style, True, n)
+  # Perturbed worlds: the internal facts kept (recalled, where the method
+  # recalls), the others shuffled (read). A question with the same facts as
+  # a held-out one is left out.
+  heldout_facts = {frozenset(q.facts) for q in splits["heldout"]}
+  for k in range(cfg.data.sft_perturbed_worlds):
+    other = world.perturbed(k)
+    search = searcher(retrieval.BM25Retriever(other.corpus()))
+    questions = [q for q in other.questions()
+                 if not keep.intersection(q.entities)
+                 and q.question not in heldout_texts
+                 and frozenset(q.facts) not in heldout_facts]
+    for multi_hop, n in ((False, cfg.data.sft_examples),
+                         (True, cfg.data.sft_renamed_two_hop)):
+      pool = [q for q in questions if (q.kind != "1hop") == multi_hop]
+      if n:
+        examples += _scripted(other, synthetic.sft_questions(
+            pool, len(pool), one_hop_only=False, seed=cfg.seed + 1000 + k),
+            prompt_fn, search, style, cfg.data.sft_search_all, n)
   # Blocks enter the SFT rows as the sampler's token ids: re-encoding their
   # text can merge pieces differently, and a model trained on one split
   # fails on the other.

@@ -33,8 +33,12 @@ def _train(*overrides: str) -> subprocess.CompletedProcess:
     ("--config.data.sft_renamed_worlds=-1", ["data.sft_renamed_worlds=-1",
                                              ">= 0"]),
     # Multi-hop trajectories asked of no renamed world: both fields named.
-    ("--config.data.sft_renamed_two_hop=2 --config.data.sft_renamed_worlds=0",
-     ["data.sft_renamed_two_hop=2", "data.sft_renamed_worlds > 0"]),
+    ("--config.data.sft_renamed_two_hop=2 --config.data.sft_renamed_worlds=0"
+     " --config.data.sft_perturbed_worlds=0",
+     ["data.sft_renamed_two_hop=2", "data.sft_renamed_worlds > 0",
+      "data.sft_perturbed_worlds > 0"]),
+    ("--config.data.sft_perturbed_worlds=-2", ["data.sft_perturbed_worlds=-2",
+                                               ">= 0"]),
     # Smeared keys asked of real weights: named, with the fix.
     ("--config.model.smear_keys=True --config.model.path=asset:x",
      ["model.smear_keys applies to a scratch model only",
@@ -61,12 +65,14 @@ def _train(*overrides: str) -> subprocess.CompletedProcess:
     ("--config.data.pretrain_shuffles=0",
      ["data.pretrain_shuffles=0 should be >= 1"]),
     ("--config.data.sft_rehearsal=-5", ["data.sft_rehearsal=-5 should be >= 0"]),
+    ("--config.data.sft_sort_window=-1", ["data.sft_sort_window=-1 should be >= 0"]),
 ], ids=["misspelled", "wrong_type", "inconsistent", "unknown_reward",
         "negative_count", "two_hop_without_renamed_worlds",
+        "negative_perturbed_worlds",
         "smeared_keys_on_real_weights", "copy_stage_no_data", "bad_advantage",
         "bad_memorization", "bad_aggregation", "bad_kl_kind",
         "bad_stage_kind", "mini_batches_do_not_divide", "no_epochs",
-        "no_pretrain_shuffles", "negative_rehearsal"])
+        "no_pretrain_shuffles", "negative_rehearsal", "negative_sort_window"])
 def test_bad_config_is_one_clear_error(override, expected, tmp_path):
   out = _train(*override.split(), f"--config.workdir={tmp_path}/run")
   assert out.returncode != 0

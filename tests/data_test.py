@@ -11,6 +11,7 @@ import collections
 import json
 import pathlib
 
+import numpy as np
 import pytest
 
 from rsearch_jax.data._qa import PromptIterator, QAExample, read_qa_jsonl
@@ -354,3 +355,51 @@ def test_foreign_task_name_is_refused(tasks, tmp_path):
   path = _write(tmp_path / "ok.jsonl", ['{"question": "q", "answer": "a"}'])
   with pytest.raises(ValueError, match="already registered by other code"):
     tasks.register_jsonl_task("data_test_foreign", path)
+
+
+@pytest.mark.parametrize("n, drop", [(103, True), (103, False), (96, True)])
+def test_sort_window_batches_similar_lengths(n, drop):
+  """Length buckets: each epoch still visits every example once (less the
+  dropped remainder); each batch is a run of one window sorted by length; and
+  the padding (rows x longest example, summed over batches) falls."""
+  data = _examples(n)
+  lengths = np.random.default_rng(5).integers(10, 400, n)
+  length = {ex.idx: int(l) for ex, l in zip(data, lengths)}
+  it = PromptIterator(data, 4, seed=2, drop_remainder=drop, lengths=lengths,
+                      sort_window=5)
+  plain = PromptIterator(data, 4, seed=2, drop_remainder=drop)
+  for _ in range(2):
+    batches = [it.next() for _ in range(len(it))]
+    seen = collections.Counter(ex.idx for b in batches for ex in b)
+    assert max(seen.values()) == 1
+    assert len(seen) == (n - n % 4 if drop else n)
+    # The window's permutation, sorted: an independent reference.
+    epoch_order = np.random.default_rng([2, it.epoch - 1]).permutation(n)
+    windows = [epoch_order[i:i + 20] for i in range(0, n, 20)]
+    for b in batches:
+      ids = [int(ex.idx) for ex in b]
+      w = next(w for w in windows if ids[0] in w)
+      ranked = sorted(w, key=lambda i: (lengths[i], list(w).index(i)))
+      start = ranked.index(ids[0])
+      assert ids == ranked[start:start + len(ids)]
+      assert [length[ex.idx] for ex in b] == sorted(length[ex.idx] for ex in b)
+    padded = sum(len(b) * max(length[ex.idx] for ex in b) for b in batches)
+    plain_batches = [plain.next() for _ in range(len(plain))]
+    plain_padded = sum(len(b) * max(length[ex.idx] for ex in b)
+                       for b in plain_batches)
+    assert padded < 0.85 * plain_padded
+  # Resumes exactly, and a state saved without the option still restores.
+  first = PromptIterator(data, 4, seed=2, lengths=lengths, sort_window=5)
+  expected = [_ids(first.next()) for _ in range(40)]
+  again = PromptIterator(data, 4, seed=2, lengths=lengths, sort_window=5)
+  got = [_ids(again.next()) for _ in range(7)]
+  resumed = PromptIterator(data, 4, seed=2, lengths=lengths, sort_window=5)
+  resumed.restore(json.loads(json.dumps(again.state())))
+  assert got + [_ids(resumed.next()) for _ in range(33)] == expected
+  old = PromptIterator(data, 4, seed=2).state()
+  old.pop("sort_window")
+  PromptIterator(data, 4, seed=2).restore(old)
+  with pytest.raises(ValueError, match="sort_window"):
+    PromptIterator(data, 4, seed=2, sort_window=2)
+  with pytest.raises(ValueError, match="sort_window"):
+    first.restore(PromptIterator(data, 4, seed=2).state())

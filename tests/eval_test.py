@@ -270,6 +270,25 @@ def test_metrics_against_hand_computed_values():
                       " 0.50 | 50.0 |")
 
 
+def test_synthetic_kinds_are_their_own_groups():
+  # The world's two kinds of 2-hop question apart: "chained" (kind 2hop) and
+  # "comparison"; 1-hop questions are the hops label's group already.
+  labelled = [_qa(0, "capital of france?", ["Paris"], hops=1, kind="1hop"),
+              _qa(1, "what tower?", ["The Eiffel Tower"], hops=2, kind="2hop"),
+              _qa(2, "which year?", ["1999"], hops=2, kind="comparison"),
+              _qa(3, "who wrote it?", ["Mark Twain"], hops=2, kind="2hop")]
+  metrics, _ = eval_lib.evaluate(FakeSampler(SCRIPT), TOK, labelled,
+                                 lambda q: f"q: {q}", rewards.R1_TAGS,
+                                 batch_size=4)
+  # cover-EM per row [1, 1, 0, 0]; retrievals [2, 0, 1, 0].
+  assert metrics["n/chained"] == 2 and metrics["n/comparison"] == 1
+  assert metrics["cover_em/chained"] == 0.5
+  assert metrics["cover_em/comparison"] == 0.0
+  assert metrics["retrievals/comparison"] == 1.0
+  assert metrics["n/2hop"] == 3 and metrics["cover_em/2hop"] == pytest.approx(1 / 3)
+  assert "n/1hop" in metrics and "em/1hop" in metrics
+
+
 def test_rewards_score_each_rollout_alone():
   # R1-Searcher stage 2: F1 + format penalty. Per row (see above): 1 + 0,
   # 2/3 + 0, 0 - 2 (think never closed, no answer), 2/3 + 0.

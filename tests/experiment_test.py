@@ -182,14 +182,16 @@ def test_synthetic_splits_read_through_seqio_equal_the_worlds_splits(
     assert [_fields(q) for q in got] == [_fields(q) for q in questions]
     assert got == questions and got[0] is not questions[0]
     assert all(type(q) is synthetic.Question for q in got)
-    # The labels evaluation splits its metrics by: knowledge (internal) and
-    # hops, with their types; and the kind.
+    # The labels evaluation splits its metrics by: knowledge (internal),
+    # hops, with their types, and the kind of a 2-hop question.
     for g, d in zip(got, questions):
       assert type(g.internal) is bool and type(g.hops) is int
       assert g.kind == d.kind in ("1hop", "2hop", "comparison")
+      kind = {"2hop": {"kind": "chained"},
+              "comparison": {"kind": "comparison"}}.get(d.kind, {})
       assert eval_lib._labels(g) == {
           "knowledge": "internal" if d.internal else "corpus",
-          "hops": f"{d.hops}hop"}
+          "hops": f"{d.hops}hop", **kind}
     # The files hold the split, one JSON row per question.
     path = tmp_path / "data" / f"synthetic_{split}.jsonl"
     rows = [json.loads(l) for l in path.read_text().splitlines()]
@@ -245,3 +247,40 @@ def test_sft_rehearsal_mixes_unseen_pretraining_texts(tmp_path):
            for t in world.pretraining_texts(shuffle=e)]
   assert [segs for _, segs in extra] == [[(t, False)] for t in later[:n]]
   assert all(list(prompt) == [tok.bos_id] for prompt, _ in extra)
+
+
+def test_perturbed_worlds_recall_the_internal_facts_and_read_the_others(tmp_path):
+  """R1-Searcher++'s cold start in perturbed worlds: every trajectory answers
+  with the perturbed world's answer, recalls exactly the internal facts (the
+  real world's, which the pretraining text states) in <internal> tags and
+  searches the others; none has the facts of a held-out question."""
+  cfg = _config(tmp_path, sft_renamed_worlds=0, sft_perturbed_worlds=2)
+  assert cfg.method == "r1pp" and not cfg.data.sft_search_all
+  mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+  _, tok, _, datasets, prompt_fn, _ = experiment._synthetic(cfg, mesh)
+  world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
+  splits = synthetic.make_splits(world, seed=cfg.seed)
+  held = {frozenset(q.facts) for q in splits["heldout"]}
+  held_names = {e for q in splits["heldout_entities"] for e in q.entities}
+  sft = datasets["sft"]
+  assert len(sft) == 8 + 2 * 8
+  recalled = searched = 0
+  for k in range(2):
+    other = world.perturbed(k)
+    questions = {prompt_fn(q.question): q for q in other.questions()}
+    for prompt, segments in sft[8 + 8 * k:16 + 8 * k]:
+      q = questions[prompt]
+      assert q.kind == "1hop" and frozenset(q.facts) not in held
+      assert not held_names.intersection(q.entities)
+      assert _answer(segments) == q.answers[0]
+      (fact,) = q.facts
+      own = "".join(t for t, r in segments if isinstance(t, str) and not r)
+      blocks = [tok.decode(ids) for ids, r in segments if r]
+      if fact in world.internal:  # known: recalled, no search
+        assert "<internal>" in own and not blocks
+        recalled += 1
+      else:  # shuffled: searched and read
+        assert "<internal>" not in own and blocks
+        assert any(q.answers[0] in b for b in blocks)
+        searched += 1
+  assert recalled >= 4 and searched >= 4

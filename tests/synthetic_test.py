@@ -611,3 +611,50 @@ def test_pretraining_shuffles_state_the_same_facts_differently(world):
     assert set(pairs.values()) == {world.config.pretrain_repeats}
   # Not the same texts reordered: the rows a model sees differ.
   assert len(set(one) & set(base)) < 0.2 * len(base)
+
+
+def test_perturbed_world_keeps_the_internal_facts_and_shuffles_the_rest(world):
+  """A perturbed world states every internal fact as the world does, gives
+  the other facts of each relation other objects drawn from the same ones
+  (each entity in as many facts of a relation as before), and answers its
+  questions from its own corpus, read back independently."""
+  other = world.perturbed(2)
+  assert other == world.perturbed(2) and other.facts != world.perturbed(3).facts
+  assert other.internal == world.internal
+  assert world.internal <= set(other.facts)
+  assert (other.people, other.films, other.companies, other.cities) == (
+      world.people, world.films, world.companies, world.cities)
+  for relation in S.RELATIONS:
+    def free(w):
+      return [f for f in w.facts if f.relation == relation and f not in w.internal]
+    old, new = free(world), free(other)
+    assert len(old) == len(new)
+    # The same subjects and the same multiset of objects (both ends of a
+    # marriage: everyone married as often as before).
+    if relation == "married_to":
+      ends = lambda fs: collections.Counter(x for f in fs for x in (f.subject, f.object))
+      assert ends(old) == ends(new)
+    else:
+      assert sorted(f.subject for f in old) == sorted(f.subject for f in new)
+      assert collections.Counter(f.object for f in old) == collections.Counter(
+          f.object for f in new)
+  changed = set(other.facts) - set(world.facts)
+  assert len(changed) > 0.5 * (len(world.facts) - len(world.internal))
+  # Its corpus states its facts: every 1-hop answer is read from it.
+  facts = DocFacts(other.corpus())
+  for q in (q for q in other.questions() if q.kind == "1hop"):
+    (fact,) = q.facts
+    assert frozenset((fact.subject, fact.object)) in facts.pairs, q
+    assert q.internal == (fact in world.internal)
+
+
+def test_comparison_trajectory_orders_the_years_before_answering(world, splits,
+                                                                 retriever):
+  """The scripted agent states the two years in order, then answers."""
+  comparisons = [q for q in splits["train"] if q.kind == "comparison"][:10]
+  for q in comparisons:
+    segments = S.scripted_trajectory(
+        q, world, "r1pp", _block_search(retriever, "r1pp", []))
+    own = "".join(t for t, r in segments if not r)
+    years = sorted(int(f.object) for f in q.facts)
+    assert f" {years[0]} is before {years[1]}. So the answer is {q.answers[0]}." in own

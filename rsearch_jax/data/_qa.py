@@ -163,6 +163,11 @@ class PromptIterator:
   `shuffle=False`. The position is just `(epoch, offset)`, so a run resumed
   from `state()` yields exactly the batches an uninterrupted run would have.
 
+  With `lengths` and `sort_window=W`, each window of W batches of that order
+  is sorted by length and cut into batches, and the epoch's batches are then
+  shuffled: batches of similar lengths, less padding (SFT on examples of
+  very different lengths).
+
   With `drop_remainder=True` every batch has `batch_size` examples and the
   last `len(examples) % batch_size` examples of each epoch's order are
   skipped (a different subset each epoch when shuffled); with
@@ -179,7 +184,8 @@ class PromptIterator:
 
   def __init__(self, examples: Sequence[Any], batch_size: int,
                seed: int, *, shuffle: bool = True,
-               drop_remainder: bool = True):
+               drop_remainder: bool = True,
+               lengths: Sequence[int] | None = None, sort_window: int = 0):
     examples = list(examples)
     if not examples:
       raise ValueError("PromptIterator: no examples")
@@ -192,6 +198,14 @@ class PromptIterator:
     if not isinstance(seed, (int, np.integer)) or seed < 0:
       raise ValueError(f"PromptIterator: seed must be a non-negative int, "
                        f"got {seed!r}")
+    if sort_window < 0 or (sort_window and lengths is None):
+      raise ValueError(f"PromptIterator: sort_window={sort_window!r} should be "
+                       ">= 0, and needs lengths")
+    if lengths is not None and len(lengths) != len(examples):
+      raise ValueError(f"PromptIterator: {len(lengths)} lengths for "
+                       f"{len(examples)} examples")
+    self._lengths = None if lengths is None else np.asarray(lengths)
+    self._sort_window = int(sort_window)
     self._examples = examples
     self._batch_size = int(batch_size)
     self._seed = int(seed)
@@ -221,7 +235,24 @@ class PromptIterator:
     n = len(self._examples)
     if not self._shuffle:
       return np.arange(n)
-    return np.random.default_rng([self._seed, epoch]).permutation(n)
+    rng = np.random.default_rng([self._seed, epoch])
+    order = rng.permutation(n)
+    if not self._sort_window:
+      return order
+    # Length buckets: each window of sort_window batches is sorted by length
+    # and cut into batches, whose order is then shuffled. A batch is padded
+    # to its longest example, so similar lengths waste less compute.
+    b = self._batch_size
+    window = self._sort_window * b
+    batches = []
+    for start in range(0, n, window):
+      chunk = order[start:start + window]
+      chunk = chunk[np.argsort(self._lengths[chunk], kind="stable")]
+      batches += [chunk[i:i + b] for i in range(0, len(chunk), b)]
+    full = [x for x in batches if len(x) == b]
+    rest = [x for x in batches if len(x) < b]  # at most one per window
+    full = [full[i] for i in rng.permutation(len(full))]
+    return np.concatenate(full + rest) if full + rest else order
 
   def next(self) -> list[QAExample]:
     """The next batch (`batch_size` examples, or fewer at an epoch's end
@@ -254,6 +285,7 @@ class PromptIterator:
         "batch_size": self._batch_size,
         "shuffle": self._shuffle,
         "drop_remainder": self._drop_remainder,
+        "sort_window": self._sort_window,
         "num_examples": len(self._examples),
         "fingerprint": self._fingerprint,
     }
@@ -270,11 +302,12 @@ class PromptIterator:
       raise ValueError(f"PromptIterator.restore: state should be a mapping, "
                        f"got {type(state).__name__}")
     expected = self.state()
+    state = {"sort_window": 0, **state}  # states saved before the option
     missing = sorted(set(expected) - set(state))
     if missing:
       raise ValueError(f"PromptIterator.restore: state misses {missing}")
     for key in ("seed", "batch_size", "shuffle", "drop_remainder",
-                "num_examples", "fingerprint"):
+                "sort_window", "num_examples", "fingerprint"):
       if state[key] != expected[key]:
         raise ValueError(
             f"PromptIterator.restore: state has {key}={state[key]!r} but this "

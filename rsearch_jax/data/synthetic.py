@@ -243,7 +243,7 @@ def _template_words() -> set[str]:
   texts += list(_DOC_SENTENCES.values()) + list(_NEED.values())
   texts += [t for ts in _QUESTION_TEMPLATES.values() for t in ts]
   texts += list(_COMPANY_SUFFIXES) + ["is a city", "were born in", "and",
-                                      "So the answer is"]
+                                      "So the answer is", "is before"]
   return {w for t in texts for w in re.findall(r"[A-Za-z]+", t)}
 
 
@@ -450,6 +450,29 @@ class World:
                  companies=tuple(map(r, self.companies)),
                  cities=tuple(map(r, self.cities)), facts=facts,
                  internal=frozenset())
+
+  def perturbed(self, seed: int) -> World:
+    """The same world with its internal facts kept and every other fact's
+    object shuffled among that relation's non-internal facts (a film's
+    director among the directors of the non-internal `directed` facts, a
+    spouse among the non-internal couples' ...), so each entity keeps as many
+    facts of each relation as before.
+
+    The model knows such a world's internal facts (they are the pretraining
+    text's) and cannot have memorized the others: a cold start in it
+    (`data.sft_perturbed_worlds`) recalls what the model knows and reads the
+    rest, without stating anything that contradicts the pretraining text.
+    """
+    rng = np.random.default_rng([self.config.seed, 8, seed])
+    facts = []
+    for relation in RELATIONS:
+      group = [f for f in self.facts if f.relation == relation]
+      free = [f for f in group if f not in self.internal]
+      facts += [f for f in group if f in self.internal]
+      objects = [free[i].object for i in rng.permutation(len(free))]
+      facts += [_canonical(Fact(f.subject, relation, o))
+                for f, o in zip(free, objects)]
+    return dataclasses.replace(self, facts=tuple(sorted(facts)))
 
   # -- questions ---------------------------------------------------------------
 
@@ -1050,6 +1073,10 @@ def scripted_trajectory(question: Question, world: World, style: str,
                        f"not return {hop.target!r}")
     text.append(" " + sentence)
   answer = question.answers[0]
+  if question.kind == "comparison":
+    # The years in order first, then the name: one step at a time.
+    years = sorted(int(f.object) for f in question.facts)
+    text.append(f" {years[0]} is before {years[1]}.")
   text.append(f" So the answer is {answer}.{THINK_END}\n"
               f"{ANSWER_BEGIN}{answer}{ANSWER_END}")
   flush()

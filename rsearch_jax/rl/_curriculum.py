@@ -46,7 +46,7 @@ MEMORIZATIONS = ("none", "rule", "policy")  # RLSettings.memorization
 # "knows/*": facts recalled without documents (synthetic runs).
 SUMMARY_COLUMNS = ("reward", "em", "f1", "retrievals", "em/internal", "retrievals/internal",
                    "em/corpus", "retrievals/corpus", "em/1hop", "em/2hop",
-                   "answered", "knows/internal", "knows/corpus", "n")
+                   "em/chained", "em/comparison", "answered", "knows/internal", "knows/corpus", "n")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +149,8 @@ class Trainer:
       check).
     allow_config_changes: resume anyway, warning with the differing fields
       (branching a run on purpose).
+    sft_sort_window: SFT batches come from windows of this many batches
+      sorted by length (PromptIterator's sort_window; 0: plain shuffle).
   """
 
   model: Any
@@ -171,6 +173,7 @@ class Trainer:
   tensorboard: bool = True
   config: dict[str, Any] | None = None
   allow_config_changes: bool = False
+  sft_sort_window: int = 0
 
   def __post_init__(self):
     names = [s.name for s in self.stages]
@@ -212,8 +215,7 @@ class Trainer:
       first = start_step if si == start_stage else 0
       if self._learner is None or first == 0:
         self._new_stage(stage, keep=(si == start_stage and first > 0))
-      iterator = PromptIterator(self.datasets[stage.data], stage.batch_size,
-                                seed=self.seed + si)
+      iterator = self._iterator(stage, si)
       if stage.name in positions:
         iterator.restore(positions[stage.name])
       bar = metrics_lib.progress(stage.steps, desc=stage.name)
@@ -243,6 +245,17 @@ class Trainer:
     return self.eval_rows
 
   # -- stages -------------------------------------------------------------------
+
+  def _iterator(self, stage: Stage, index: int) -> PromptIterator:
+    """The stage's batches; an SFT stage's in length buckets of
+    `sft_sort_window` batches (its examples' lengths differ widely)."""
+    data = self.datasets[stage.data]
+    if stage.kind != "sft" or not self.sft_sort_window:
+      return PromptIterator(data, stage.batch_size, seed=self.seed + index)
+    lengths = [len(rollouts.encode_example(self.tokenizer, p, segs)[0])
+               for p, segs in data]
+    return PromptIterator(data, stage.batch_size, seed=self.seed + index,
+                          lengths=lengths, sort_window=self.sft_sort_window)
 
   def _new_stage(self, stage: Stage, keep: bool = False):
     """A fresh optimizer for the stage (parameters carry over)."""
