@@ -167,6 +167,9 @@ def synthetic_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.data.copy_examples = 8000
   c.data.sft_examples = 100
   c.data.sft_renamed_worlds = 24
+  # Every name word one token: a name is copied into a query or an answer
+  # as one piece (README, "What the demo shows").
+  c.data.whole_word_names = True
   c.sampling.update(dict(max_prompt_len=80, max_len=560, max_new_tokens=96,
                          temperature=1.0, max_searches=3, doc_block_len=160,
                          top_k_docs=2, doc_tokens=64))
@@ -183,14 +186,19 @@ def synthetic_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.data.pretrain_shuffles = 50
   c.stages.pretrain = stage("pretrain", 200, "pretrain", 16, learning_rate=3e-3,
                             warmup_steps=10)
-  # Cold start: scripted 1-hop trajectories only (deliberately imperfect: RL
-  # has to find the 2-hop and comparison strategies): 100 in the world and
-  # up to 100 in each of 24 renamed copies of it, whose answers can only be
-  # read from the documents (none contradicting an internal fact), mixed
+  # Cold start: scripted trajectories, deliberately imperfect: 1-hop ones
+  # (100 in the world, up to 100 in each of 24 renamed copies of it, whose
+  # answers can only be read from the documents, none contradicting an
+  # internal fact, and in each of 12 perturbed copies, whose internal facts
+  # are the world's and the others shuffled) and only 2 multi-hop ones per
+  # copy (72 of ~3,700): RL has to make the 2-hop strategies work. Mixed
   # with 1,000 pretraining texts: without them the cold start forgets the
   # internal facts (eval/knows/internal 88% -> 3-9%), with them it keeps
-  # them, and 800 steps leave its reading near what 500 gave without.
+  # them. Batches in length buckets of 16 (less padding).
+  c.data.sft_perturbed_worlds = 12
+  c.data.sft_renamed_two_hop = 2
   c.data.sft_rehearsal = 1000
+  c.data.sft_sort_window = 16
   c.stages.sft = stage("sft", 800, "sft", 8, learning_rate=1e-3, warmup_steps=10)
   c.eval.num_questions = 88
   c.eval.batch_size = 44

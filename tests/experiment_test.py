@@ -27,8 +27,11 @@ def _config(tmp_path, **data):
                         num_cities=6, pretrain_repeats=2))
   cfg.model.update(dict(vocab_size=1024, hidden_size=32, intermediate_size=64,
                         num_layers=1))
-  # The trajectories alone, unless a test asks for rehearsal texts too.
-  cfg.data.update({"sft_examples": 8, "sft_rehearsal": 0, **data})
+  # The world's own trajectories alone (no rehearsal texts, no renamed or
+  # perturbed worlds, the default tokenizer), unless a test asks for more.
+  cfg.data.update({"sft_examples": 8, "sft_rehearsal": 0,
+                   "sft_perturbed_worlds": 0, "sft_renamed_two_hop": 0,
+                   "whole_word_names": False, "sft_sort_window": 0, **data})
   cfg.sampling.update(dict(doc_tokens=80, doc_block_len=168, max_len=600))
   return cfg
 
