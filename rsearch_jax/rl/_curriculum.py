@@ -210,6 +210,11 @@ class Trainer:
     global_step = resume or 0
     if resume is None and self.eval_fn is not None:
       self._evaluate("start", writer, global_step)
+    if resume is not None and start_step == 0 and start_stage > 0:
+      # Resumed at a stage's end from a checkpoint written without the
+      # stage's evaluation (before that was saved with it): evaluate now.
+      self._evaluate_missing(self.stages[start_stage - 1].name, writer,
+                             global_step)
     for si in range(start_stage, len(self.stages)):
       stage = self.stages[si]
       first = start_step if si == start_stage else 0
@@ -234,12 +239,15 @@ class Trainer:
         bar.update(1)
         bar.set_postfix({k: f"{m[k]:.3g}" for k in ("reward", "loss") if k in m})
         last = step + 1 == stage.steps
+        if last:
+          # Evaluated before the stage's last checkpoint, which then holds
+          # the row: a run resumed or branched there keeps it.
+          self._evaluate_missing(stage.name, writer, global_step)
         if last or global_step % self.checkpoint_every == 0:
           positions[stage.name] = iterator.state()
           self._save(ckpt, global_step, si, step + 1, positions)
       bar.close()
-      if self.eval_fn is not None:
-        self._evaluate(stage.name, writer, global_step)
+      self._evaluate_missing(stage.name, writer, global_step)
     ckpt.close()
     self._finish(writer)
     return self.eval_rows
@@ -407,6 +415,11 @@ class Trainer:
     writer.write(global_step, {f"eval/{k}": v for k, v in m.items()
                                if isinstance(v, (int, float))}, stage=after)
     self.eval_rows.append(dict(m, after=after))
+
+  def _evaluate_missing(self, after: str, writer, global_step: int):
+    if self.eval_fn is not None and not any(
+        r.get("after") == after for r in self.eval_rows):
+      self._evaluate(after, writer, global_step)
 
   @property
   def learner(self) -> Learner:
