@@ -8,6 +8,7 @@ Main entry points:
   read_metrics(path) -> list[dict]   the records of a metrics / traces JSONL file
   plot_curves(records, out_png, keys=None)    one subplot per metric vs step,
                                               stage boundaries marked
+  smoothed(points, window)           per-stage moving averages (the curves')
   summary_table(rows, columns) -> str         a Markdown table
   save_table_png(rows, columns, out_png, title)   the same table as an image
   progress(total, desc)              a tqdm bar (silent when not on a terminal)
@@ -268,8 +269,9 @@ def plot_curves(records: Sequence[Mapping[str, Any]], out_png,
     out_png: the image to write.
     keys: which metrics (default: every numeric field but step and time).
     title: figure title.
-    smooth: moving-average window drawn over the raw curve (default: about a
-      twentieth of the points; 1 disables).
+    smooth: moving-average window drawn over the raw curve, restarting at
+      each stage (`smoothed`; default: about a twentieth of the points; 1
+      disables).
 
   Stage boundaries (where `stage` changes, among the records that hold a
   plotted metric) are dashed vertical lines labelled with the stage's name.
@@ -289,23 +291,32 @@ def plot_curves(records: Sequence[Mapping[str, Any]], out_png,
   fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows),
                            squeeze=False, layout="constrained")
   for ax, key in zip(axes.flat, keys):
-    points = [(r["step"], float(r[key])) for r in records
+    points = [(r["step"], float(r[key]), r.get("stage")) for r in records
               if _is_number(r.get(key)) and math.isfinite(r[key])]
     if points:
-      steps, values = zip(*points)
+      steps, values, _ = zip(*points)
       window = smooth if smooth is not None else max(1, len(points) // 20)
       ax.plot(steps, values, lw=1.0, color="tab:blue",
               alpha=0.35 if window > 1 else 1.0, marker="." if len(points) < 40 else None)
       if window > 1:
-        ax.plot(steps[window - 1:], _moving_average(values, window), lw=1.8,
-                color="tab:blue", label=f"mean of {window}")
+        for i, (_, s_steps, means) in enumerate(smoothed(points, window)):
+          ax.plot(s_steps, means, lw=1.8, color="tab:blue",
+                  label=f"mean of {window} (per stage)" if i == 0 else None)
         ax.legend(loc="best", fontsize=8)
+      # Each panel spans its own metric's steps (RL metrics: the RL stages).
+      lo, hi = min(steps), max(steps)
+      pad = max(1.0, 0.02 * (hi - lo))
+      ax.set_xlim(lo - pad, hi + pad)
     else:
+      lo, hi = -math.inf, math.inf
       ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     for i, (step, stage) in enumerate(starts):
-      if i > 0:
+      end = starts[i + 1][0] if i + 1 < len(starts) else math.inf
+      if end <= lo or step > hi:
+        continue  # the stage has no point in this panel's range
+      if i > 0 and step > lo:
         ax.axvline(step, color="tab:red", ls="--", lw=1.0)
-      ax.text(step, 1.0, f" {stage}", transform=ax.get_xaxis_transform(),
+      ax.text(max(step, lo), 1.0, f" {stage}", transform=ax.get_xaxis_transform(),
               va="bottom", ha="left", fontsize=8, color="tab:red", clip_on=False)
     ax.set_title(key, pad=14)
     ax.set_xlabel("step")
@@ -321,14 +332,24 @@ def plot_curves(records: Sequence[Mapping[str, Any]], out_png,
   return out_png
 
 
-def _moving_average(values: Sequence[float], window: int) -> list[float]:
-  out, total = [], 0.0
-  for i, v in enumerate(values):
-    total += v
-    if i >= window:
-      total -= values[i - window]
-    if i >= window - 1:
-      out.append(total / window)
+def smoothed(points: Sequence[tuple[int, float, Any]], window: int
+             ) -> list[tuple[Any, list[int], list[float]]]:
+  """Moving averages that restart at each stage: for each run of consecutive
+  (step, value, stage) points of one stage, (stage, steps, means), each mean
+  over the last `window` values of that run (fewer at its start), so that no
+  curve mixes two stages' values."""
+  out: list[tuple[Any, list[int], list[float]]] = []
+  for step, value, stage in points:
+    if not out or out[-1][0] != stage:
+      out.append((stage, [], []))
+      values: list[float] = []
+      total = 0.0
+    values.append(value)
+    total += value
+    if len(values) > window:
+      total -= values[-window - 1]
+    out[-1][1].append(step)
+    out[-1][2].append(total / min(len(values), window))
   return out
 
 

@@ -147,6 +147,23 @@ def test_plot_curves_writes_a_png(tmp_path):
     metrics.plot_curves([{"step": 1, "stage": "s"}], tmp_path / "none.png")
 
 
+def test_smoothed_curves_restart_at_each_stage():
+  records = _two_stage_records()
+  points = [(r["step"], r["reward"], r["stage"]) for r in records]
+  got = metrics.smoothed(points, window=4)
+  assert [stage for stage, _, _ in got] == ["stage1", "stage2"]
+  for stage, steps, means in got:
+    values = np.array([r["reward"] for r in records if r["stage"] == stage])
+    # Reference: the trailing mean of up to 4 values of the same stage.
+    want = [values[max(0, i - 3):i + 1].mean() for i in range(len(values))]
+    assert steps == [r["step"] for r in records if r["stage"] == stage]
+    np.testing.assert_allclose(means, want, rtol=1e-12)
+  # A window of 1 is the raw curve.
+  np.testing.assert_allclose(
+      [m for _, _, ms in metrics.smoothed(points, 1) for m in ms],
+      [p[1] for p in points], rtol=1e-12)
+
+
 def test_plot_from_the_jsonl_log(tmp_path):
   with metrics.MetricsWriter(tmp_path, tensorboard=False) as writer:
     for r in _two_stage_records():
