@@ -8,6 +8,7 @@ Main entry points:
   read_metrics(path) -> list[dict]   the records of a metrics / traces JSONL file
   plot_curves(records, out_png, keys=None)    one subplot per metric vs step,
                                               stage boundaries marked
+  plot_runs(runs, out_png, keys)     several runs' metrics, a line per run
   smoothed(points, window)           per-stage moving averages (the curves')
   summary_table(rows, columns) -> str         a Markdown table
   save_table_png(rows, columns, out_png, title)   the same table as an image
@@ -332,6 +333,70 @@ def plot_curves(records: Sequence[Mapping[str, Any]], out_png,
   return out_png
 
 
+def plot_runs(runs: Mapping[str, Sequence[Mapping[str, Any]]], out_png,
+              keys: Sequence[str], *, stages: Sequence[str] | None = None,
+              title: str | None = None, smooth: int | None = None
+              ) -> pathlib.Path:
+  """Plots several runs' metrics against step, one subplot per metric and a
+  line per run, into a PNG (e.g. a run and its ablation branched from it).
+
+  Args:
+    runs: run name -> records (`read_metrics` of its metrics.jsonl).
+    keys: the metrics to compare.
+    stages: only records of these stages (default: all).
+    smooth: per-stage moving-average window (`smoothed`; default: about a
+      tenth of a run's points; 1 draws the raw values).
+
+  Raises ValueError naming the runs and metrics when a metric has no value
+  in any run (a misspelled key, or a stage the runs do not have).
+  """
+  if not runs:
+    raise ValueError("plot_runs: no run to plot")
+  keys = list(keys)
+  chosen = {name: [r for r in records if "step" in r and
+                   (stages is None or r.get("stage") in stages)]
+            for name, records in runs.items()}
+  missing = [k for k in keys if not any(
+      _is_number(r.get(k)) for records in chosen.values() for r in records)]
+  if missing or not keys:
+    raise ValueError(f"plot_runs: no values of {missing or keys} in the runs "
+                     f"{sorted(runs)}" + (f" (stages {list(stages)})" if stages else ""))
+  plt = _pyplot()
+  ncols = min(3, len(keys))
+  nrows = math.ceil(len(keys) / ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows),
+                           squeeze=False, layout="constrained")
+  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  for ax, key in zip(axes.flat, keys):
+    for i, (name, records) in enumerate(chosen.items()):
+      points = sorted((r["step"], float(r[key]), r.get("stage")) for r in records
+                      if _is_number(r.get(key)) and math.isfinite(r[key]))
+      if not points:
+        continue
+      color = colors[i % len(colors)]
+      window = smooth if smooth is not None else max(1, len(points) // 10)
+      if window > 1:
+        ax.plot([p[0] for p in points], [p[1] for p in points], lw=0.8,
+                color=color, alpha=0.25)
+      for j, (_, steps, means) in enumerate(smoothed(points, window)):
+        ax.plot(steps, means, lw=1.8, color=color,
+                label=(name + (f" (mean of {window})" if window > 1 else ""))
+                if j == 0 else None)
+    ax.set_title(key)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+  for ax in list(axes.flat)[len(keys):]:
+    ax.set_visible(False)
+  if title:
+    fig.suptitle(title)
+  out_png = pathlib.Path(out_png)
+  out_png.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(out_png, dpi=110)
+  plt.close(fig)
+  return out_png
+
+
 def smoothed(points: Sequence[tuple[int, float, Any]], window: int
              ) -> list[tuple[Any, list[int], list[float]]]:
   """Moving averages that restart at each stage: for each run of consecutive
@@ -439,5 +504,6 @@ def progress(total: int, desc: str = "", **kwargs):
   return tqdm(total=total, desc=desc, disable=disable, **kwargs)
 
 
-__all__ = ["MetricsWriter", "read_metrics", "plot_curves", "summary_table",
+__all__ = ["MetricsWriter", "read_metrics", "plot_curves", "plot_runs",
+           "smoothed", "summary_table",
            "save_table_png", "progress"]

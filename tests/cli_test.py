@@ -82,3 +82,42 @@ def test_bad_config_is_one_clear_error(override, expected, tmp_path):
     assert text in out.stderr, out.stderr[-2000:]
   # Refused before any work started: nothing was written.
   assert not (tmp_path / "run").exists()
+
+
+def _compare(*flags: str) -> subprocess.CompletedProcess:
+  return subprocess.run(
+      [sys.executable, str(ROOT / "launch" / "compare.py"), *flags],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env={"TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu",
+           "PATH": "/usr/bin:/bin", "HOME": str(pathlib.Path.home())})
+
+
+def test_compare_plots_two_runs_and_prints_their_means(tmp_path):
+  import json
+
+  rewards = {"a": [0.1, 0.2, 0.6], "b": [-1.0, 0.5, 2.0]}
+  for name, values in rewards.items():
+    (tmp_path / name).mkdir()
+    with open(tmp_path / name / "metrics.jsonl", "w") as f:
+      f.write(json.dumps({"step": 1, "stage": "sft", "loss": 3.0}) + "\n")
+      for i, v in enumerate(values):
+        f.write(json.dumps({"step": 2 + i, "stage": "rl", "reward": v}) + "\n")
+  out = tmp_path / "cmp.png"
+  run = _compare(f"--runs=a={tmp_path / 'a'},b={tmp_path / 'b'}", "--keys=reward",
+                 "--stages=rl", f"--out={out}")
+  assert run.returncode == 0, run.stderr[-2000:]
+  assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  means = {line.split()[0]: float(line.split()[1])
+           for line in run.stdout.splitlines() if line.split()[:1] in (["a"], ["b"])}
+  assert means == pytest.approx({"a": 0.3, "b": 0.5})
+
+
+@pytest.mark.parametrize("runs,expected", [
+    ("a=/nonexistent/run", "--runs: a: no metrics log at /nonexistent/run/metrics.jsonl"),
+    ("a", "--runs: 'a' is not name=workdir"),
+])
+def test_compare_names_a_bad_run(runs, expected):
+  run = _compare(f"--runs={runs}")
+  assert run.returncode != 0
+  assert expected in run.stderr
+  assert "Traceback" not in run.stderr

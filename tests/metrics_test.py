@@ -164,6 +164,21 @@ def test_smoothed_curves_restart_at_each_stage():
       [p[1] for p in points], rtol=1e-12)
 
 
+def test_plot_runs_compares_runs_and_names_a_missing_metric(tmp_path):
+  a = _two_stage_records()
+  b = [dict(r, reward=r["reward"] + 0.5) for r in a]
+  out = metrics.plot_runs({"a": a, "b": b}, tmp_path / "cmp.png",
+                          ["reward", "kl"], stages=["stage2"], title="a vs b")
+  assert out.read_bytes()[:8] == PNG_SIGNATURE and out.stat().st_size > 20_000
+  width, _ = _png_size(out)
+  assert width > 1000  # two panels side by side
+  with pytest.raises(ValueError, match=r"no values of \['rewad'\] in the runs "
+                                       r"\['a', 'b'\]"):
+    metrics.plot_runs({"a": a, "b": b}, tmp_path / "x.png", ["reward", "rewad"])
+  with pytest.raises(ValueError, match=r"\(stages \['rl'\]\)"):
+    metrics.plot_runs({"a": a}, tmp_path / "x.png", ["reward"], stages=["rl"])
+
+
 def test_plot_from_the_jsonl_log(tmp_path):
   with metrics.MetricsWriter(tmp_path, tensorboard=False) as writer:
     for r in _two_stage_records():
