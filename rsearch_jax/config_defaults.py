@@ -160,7 +160,7 @@ def synthetic_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.update(dict(vocab_size=1024, hidden_size=192, intermediate_size=512,
                       num_layers=4, num_heads=4, num_kv_heads=2))
   # Smeared keys and the copy warm-up let this model read its documents
-  # (README, "What the demo shows").
+  # (docs/demo_history.md).
   c.model.smear_keys = True
   c.mesh.fsdp = 1
   c.data.seq_len = 448
@@ -168,7 +168,7 @@ def synthetic_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.data.sft_examples = 100
   c.data.sft_renamed_worlds = 24
   # Every name word one token: a name is copied into a query or an answer
-  # as one piece (README, "What the demo shows").
+  # as one piece (docs/demo_history.md).
   c.data.whole_word_names = True
   c.sampling.update(dict(max_prompt_len=80, max_len=560, max_new_tokens=96,
                          temperature=1.0, max_searches=3, doc_block_len=160,
