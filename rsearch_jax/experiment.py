@@ -297,44 +297,43 @@ def _synthetic(cfg, mesh):
                        searcher(retriever), style)
          if cfg.data.sft_own_world else [])
   examples = list(own)
+  def in_copy(other, questions, seed, search_all):
+    """Trajectories in a copy of the world: 1-hop ones, then a few chained /
+    comparison ones (data.sft_renamed_two_hop)."""
+    search = searcher(retrieval.BM25Retriever(other.corpus()))
+    out = []
+    for multi_hop, n in ((False, cfg.data.sft_examples),
+                         (True, cfg.data.sft_renamed_two_hop)):
+      pool = [q for q in questions if (q.kind != "1hop") == multi_hop]
+      if n:
+        out += _scripted(other, synthetic.sft_questions(
+            pool, len(pool), one_hop_only=False, seed=seed),
+            prompt_fn, search, style, search_all, n)
+    return out
+
   # Counterfactual worlds (names shuffled): their answers must be read.
   keep = {e for q in splits["heldout_entities"] for e in q.entities}
   heldout_texts = {q.question for q in splits["heldout"]}
   for k in range(cfg.data.sft_renamed_worlds):
     other = world.renamed(k, keep=keep)
-    search = searcher(retrieval.BM25Retriever(other.corpus()))
     # No trajectory may contradict what pretraining taught about a name:
     # the cold start would trade the internal facts for the renamed ones.
-    questions = [q for q in other.questions()
-                 if not keep.intersection(q.entities)
-                 and q.question not in heldout_texts
-                 and not synthetic.contradicts_internal(q, other, world)]
-    # 1-hop trajectories, then a few chained / comparison ones.
-    for multi_hop, n in ((False, cfg.data.sft_examples),
-                         (True, cfg.data.sft_renamed_two_hop)):
-      pool = [q for q in questions if (q.kind != "1hop") == multi_hop]
-      if n:
-        examples += _scripted(other, synthetic.sft_questions(
-            pool, len(pool), one_hop_only=False, seed=cfg.seed + k),
-            prompt_fn, search, style, True, n)
+    examples += in_copy(other, [q for q in other.questions()
+                                if not keep.intersection(q.entities)
+                                and q.question not in heldout_texts
+                                and not synthetic.contradicts_internal(q, other, world)],
+                        cfg.seed + k, True)
   # Perturbed worlds: the internal facts kept (recalled, where the method
   # recalls), the others shuffled (read). A question with the same facts as
   # a held-out one is left out.
   heldout_facts = {frozenset(q.facts) for q in splits["heldout"]}
   for k in range(cfg.data.sft_perturbed_worlds):
     other = world.perturbed(k)
-    search = searcher(retrieval.BM25Retriever(other.corpus()))
-    questions = [q for q in other.questions()
-                 if not keep.intersection(q.entities)
-                 and q.question not in heldout_texts
-                 and frozenset(q.facts) not in heldout_facts]
-    for multi_hop, n in ((False, cfg.data.sft_examples),
-                         (True, cfg.data.sft_renamed_two_hop)):
-      pool = [q for q in questions if (q.kind != "1hop") == multi_hop]
-      if n:
-        examples += _scripted(other, synthetic.sft_questions(
-            pool, len(pool), one_hop_only=False, seed=cfg.seed + 1000 + k),
-            prompt_fn, search, style, cfg.data.sft_search_all, n)
+    examples += in_copy(other, [q for q in other.questions()
+                                if not keep.intersection(q.entities)
+                                and q.question not in heldout_texts
+                                and frozenset(q.facts) not in heldout_facts],
+                        cfg.seed + 1000 + k, cfg.data.sft_search_all)
   # Blocks enter the SFT rows as the sampler's token ids: re-encoding their
   # text can merge pieces differently, and a model trained on one split
   # fails on the other.

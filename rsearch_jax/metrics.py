@@ -259,6 +259,33 @@ def _stage_starts(records: Sequence[Mapping[str, Any]]) -> list[tuple[int, str]]
   return starts
 
 
+def _panels(plt, n: int, ncols: int):
+  """A figure with n panels, ncols to a row."""
+  nrows = math.ceil(n / ncols)
+  return plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows),
+                      squeeze=False, layout="constrained")
+
+
+def _points(records: Sequence[Mapping[str, Any]], key: str
+            ) -> list[tuple[int, float, Any]]:
+  """(step, value, stage) of the records with a finite `key`."""
+  return [(r["step"], float(r[key]), r.get("stage")) for r in records
+          if _is_number(r.get(key)) and math.isfinite(r[key])]
+
+
+def _save(plt, fig, axes, n: int, title: str | None, out_png) -> pathlib.Path:
+  """Hides the unused panels, titles the figure and writes it."""
+  for ax in list(axes.flat)[n:]:
+    ax.set_visible(False)
+  if title:
+    fig.suptitle(title)
+  out_png = pathlib.Path(out_png)
+  out_png.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(out_png, dpi=110)
+  plt.close(fig)
+  return out_png
+
+
 def plot_curves(records: Sequence[Mapping[str, Any]], out_png,
                 keys: Sequence[str] | None = None, *, title: str | None = None,
                 smooth: int | None = None) -> pathlib.Path:
@@ -287,13 +314,9 @@ def plot_curves(records: Sequence[Mapping[str, Any]], out_png,
   plotted = [r for r in records if any(_is_number(r.get(k)) for k in keys)]
   starts = _stage_starts(plotted)
   plt = _pyplot()
-  ncols = min(3, math.ceil(math.sqrt(len(keys))))
-  nrows = math.ceil(len(keys) / ncols)
-  fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows),
-                           squeeze=False, layout="constrained")
+  fig, axes = _panels(plt, len(keys), min(3, math.ceil(math.sqrt(len(keys)))))
   for ax, key in zip(axes.flat, keys):
-    points = [(r["step"], float(r[key]), r.get("stage")) for r in records
-              if _is_number(r.get(key)) and math.isfinite(r[key])]
+    points = _points(records, key)
     if points:
       steps, values, _ = zip(*points)
       window = smooth if smooth is not None else max(1, len(points) // 20)
@@ -322,15 +345,7 @@ def plot_curves(records: Sequence[Mapping[str, Any]], out_png,
     ax.set_title(key, pad=14)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
-  for ax in list(axes.flat)[len(keys):]:
-    ax.set_visible(False)
-  if title:
-    fig.suptitle(title)
-  out_png = pathlib.Path(out_png)
-  out_png.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out_png, dpi=110)
-  plt.close(fig)
-  return out_png
+  return _save(plt, fig, axes, len(keys), title, out_png)
 
 
 def plot_runs(runs: Mapping[str, Sequence[Mapping[str, Any]]], out_png,
@@ -353,8 +368,9 @@ def plot_runs(runs: Mapping[str, Sequence[Mapping[str, Any]]], out_png,
   if not runs:
     raise ValueError("plot_runs: no run to plot")
   keys = list(keys)
-  chosen = {name: [r for r in records if "step" in r and
-                   (stages is None or r.get("stage") in stages)]
+  chosen = {name: sorted((r for r in records if "step" in r and
+                          (stages is None or r.get("stage") in stages)),
+                         key=lambda r: r["step"])
             for name, records in runs.items()}
   missing = [k for k in keys if not any(
       _is_number(r.get(k)) for records in chosen.values() for r in records)]
@@ -362,15 +378,11 @@ def plot_runs(runs: Mapping[str, Sequence[Mapping[str, Any]]], out_png,
     raise ValueError(f"plot_runs: no values of {missing or keys} in the runs "
                      f"{sorted(runs)}" + (f" (stages {list(stages)})" if stages else ""))
   plt = _pyplot()
-  ncols = min(3, len(keys))
-  nrows = math.ceil(len(keys) / ncols)
-  fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows),
-                           squeeze=False, layout="constrained")
+  fig, axes = _panels(plt, len(keys), min(3, len(keys)))
   colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
   for ax, key in zip(axes.flat, keys):
     for i, (name, records) in enumerate(chosen.items()):
-      points = sorted((r["step"], float(r[key]), r.get("stage")) for r in records
-                      if _is_number(r.get(key)) and math.isfinite(r[key]))
+      points = _points(records, key)
       if not points:
         continue
       color = colors[i % len(colors)]
@@ -386,15 +398,7 @@ def plot_runs(runs: Mapping[str, Sequence[Mapping[str, Any]]], out_png,
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-  for ax in list(axes.flat)[len(keys):]:
-    ax.set_visible(False)
-  if title:
-    fig.suptitle(title)
-  out_png = pathlib.Path(out_png)
-  out_png.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out_png, dpi=110)
-  plt.close(fig)
-  return out_png
+  return _save(plt, fig, axes, len(keys), title, out_png)
 
 
 def smoothed(points: Sequence[tuple[int, float, Any]], window: int
