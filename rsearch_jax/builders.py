@@ -8,6 +8,7 @@ Main entry points:
   policy_from_config(cfg, mesh) / retriever_from_config(cfg)   the same, from
                                             a run config's model.* / retriever.*
   build_sampler(model, tok, sampling, ...)  the search-in-the-loop Sampler
+  tag_grammar(tok, method)                  the method's leaf-tag grammar
 
 Launchers (`launch/*.py`) parse a config and call these; library code below
 them takes explicit arguments, never the whole config.
@@ -18,10 +19,11 @@ from __future__ import annotations
 import pathlib
 from typing import Any, Mapping
 
-from rsearch_jax import assets, models, prompts
+from rsearch_jax import assets, models, prompts, rewards
 from rsearch_jax import sharding as sharding_lib
 from rsearch_jax import tokenizer as tokenizer_lib
-from rsearch_jax.sampling import DocumentFormat, Sampler, SamplingConfig
+from rsearch_jax.sampling import (DocumentFormat, Sampler, SamplingConfig,
+                                  TagGrammar, grammar_for)
 
 
 def resolve_path(spec: str, *, field: str = "path") -> pathlib.Path:
@@ -94,7 +96,8 @@ def retriever_from_config(cfg):
 def sampling_config(fields: Mapping[str, Any]) -> SamplingConfig:
   """SamplingConfig from a config section (unknown fields are an error)."""
   known = set(SamplingConfig.__dataclass_fields__)
-  extra = sorted(set(fields) - known - {"top_k_docs", "doc_tokens"})
+  extra = sorted(set(fields) - known - {"top_k_docs", "doc_tokens",
+                                        "tag_grammar"})
   if extra:
     raise ValueError(f"sampling: unknown fields {extra}; known: {sorted(known)}")
   return SamplingConfig(**{k: v for k, v in fields.items() if k in known})
@@ -114,5 +117,16 @@ def build_sampler(model, tok, sampling: Mapping[str, Any], *, retriever,
                        top_k=int(sampling.get("top_k_docs", 3)),
                        doc_tokens=int(sampling.get("doc_tokens", 64)),
                        block_len=config.doc_block_len)
+  grammar = (tag_grammar(tok, method) if sampling.get("tag_grammar", False)
+             else None)
   return Sampler(model, tok, config, retriever=retriever, doc_format=fmt,
-                 mesh=mesh, rules=rules)
+                 grammar=grammar, mesh=mesh, rules=rules)
+
+
+def tag_grammar(tok, method: str) -> TagGrammar:
+  """The grammar over `method`'s leaf spans: the answer, the query and (r1pp)
+  the recalled knowledge open one at a time and close with their own tag."""
+  tags = rewards.METHOD_TAGSETS[method]
+  leaves = [tags.answer, tags.query] + (
+      [tags.internal] if tags.internal is not None else [])
+  return grammar_for(tok, leaves)

@@ -24,6 +24,10 @@ The config reference (README "Config reference" mirrors this):
   retriever.kind / corpus / url / protocol
   sampling.max_prompt_len / max_len / max_new_tokens / temperature / top_k /
     top_p / max_searches / doc_block_len / top_k_docs / doc_tokens
+  sampling.tag_grammar  the answer, query and internal spans open one at a
+                      time and close with their own tag (banned tags get
+                      probability 0 in sampling and in the RL loss alike;
+                      needs the tags as single tokens)
   rl.group_size       rollouts per prompt
   rl.advantage        "reinforce_pp" | "group_norm" | "grpo"
   rl.whiten           normalise advantages over the batch's sampled tokens
@@ -117,7 +121,7 @@ def base(method: str) -> ml_collections.ConfigDict:
   c.sampling = ml_collections.ConfigDict(dict(
       max_prompt_len=384, max_len=1024, max_new_tokens=256, temperature=1.0,
       top_k=0, top_p=1.0, max_searches=8, doc_block_len=200, top_k_docs=3,
-      doc_tokens=60))
+      doc_tokens=60, tag_grammar=False))
   c.rl = ml_collections.ConfigDict(dict(
       group_size=8, advantage="reinforce_pp", whiten=False, micro_batches=1,
       mini_batches=1, epochs=1,

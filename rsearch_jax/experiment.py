@@ -27,7 +27,6 @@ from rsearch_jax import rl as rl_lib
 from rsearch_jax import sharding
 from rsearch_jax.rl import LossConfig, OptimConfig, RLSettings, Stage, Trainer
 
-REWARD_TAGS = {"r1": "R1_TAGS", "r1pp": "R1PP_TAGS"}
 
 
 def validate(cfg) -> None:
@@ -164,11 +163,14 @@ def stages_from(cfg) -> list[Stage]:
   return out
 
 
-def rl_settings(cfg) -> RLSettings:
+def rl_settings(cfg, grammar=None) -> RLSettings:
+  """RL settings from `rl.*`; `grammar` is the sampler's tag grammar (the
+  loss scores tokens under the same constraint)."""
   loss = LossConfig(**{f.name: cfg.rl.loss[f.name]
                        for f in dataclasses.fields(LossConfig)
                        if f.name in cfg.rl.loss})
-  loss = dataclasses.replace(loss, temperature=cfg.sampling.temperature or 1.0)
+  loss = dataclasses.replace(loss, temperature=cfg.sampling.temperature or 1.0,
+                             grammar=grammar)
   return RLSettings(group_size=cfg.rl.group_size, advantage=cfg.rl.advantage,
                     whiten=cfg.rl.whiten, loss=loss,
                     micro_batches=cfg.rl.micro_batches,
@@ -194,7 +196,9 @@ def build_trainer(cfg) -> Trainer:
     raise ValueError(f"data.source={cfg.data.source!r}: expected 'synthetic' "
                      "or 'r1_searcher'")
   model, tok, retriever, datasets, prompt_fn, eval_sets = parts
-  reward_tags = getattr(rewards_lib, REWARD_TAGS[cfg.method])
+  reward_tags = rewards_lib.METHOD_TAGSETS[cfg.method]
+  grammar = (builders.tag_grammar(tok, cfg.method)
+             if cfg.sampling.get("tag_grammar", False) else None)
   method_tags = prompts.METHOD_TAGS[cfg.method]
 
   samplers = {}
@@ -237,7 +241,8 @@ def build_trainer(cfg) -> Trainer:
   return Trainer(
       model=model, tokenizer=tok, make_sampler=make_sampler, tags=method_tags,
       reward_tags=reward_tags, stages=stages, datasets=datasets,
-      prompt_fn=prompt_fn, rl=rl_settings(cfg), optim=optim_settings(cfg),
+      prompt_fn=prompt_fn, rl=rl_settings(cfg, grammar),
+      optim=optim_settings(cfg),
       workdir=cfg.workdir,
       eval_fn=eval_fn if cfg.eval.num_questions > 0 else None,
       seq_len=cfg.data.seq_len, seed=cfg.seed, mesh=mesh,

@@ -186,6 +186,9 @@ R1PP_TAGS = TagSet(
     documents=("<document>", "</document>"),
     internal=("<internal>", "</internal>"))
 
+# Each method's tags (`method` of a run config -> its TagSet).
+METHOD_TAGSETS = {"r1": R1_TAGS, "r1pp": R1PP_TAGS}
+
 
 # ---------------------------------------------------------------------------
 # Trace parsing

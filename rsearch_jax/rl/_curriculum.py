@@ -338,12 +338,12 @@ class Trainer:
       old = out.logprobs
     else:  # the ablation: score every completion token with the policy
       old = np.asarray(learner.logprobs(out.tokens, out.positions,
-                                        loss_cfg.temperature))
+                                        loss_cfg.temperature, sampled=mask))
     ref = None
     if loss_cfg.kl_coef > 0:
       ref = np.asarray(learner.logprobs(out.tokens, out.positions,
                                         loss_cfg.temperature,
-                                        params=self._ref_params))
+                                        params=self._ref_params, sampled=mask))
     adv = rollouts.token_advantages(
         rewards, mask, group_size=g, method=self.rl.advantage, logprobs=old,
         ref_logprobs=ref, kl_coef=loss_cfg.kl_coef,

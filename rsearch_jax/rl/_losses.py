@@ -45,7 +45,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rsearch_jax.sampling import token_logprobs
+from rsearch_jax.sampling import TagGrammar, apply_ban, token_logprobs
 
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum")
 KL_KINDS = ("k1", "k2", "k3")
@@ -117,12 +117,17 @@ def entropy_from_logits(logits: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def _chunk_terms(logits: jax.Array, targets: jax.Array, temperature: float,
-                 with_entropy: bool) -> tuple[jax.Array, jax.Array | None]:
+                 with_entropy: bool, ban: jax.Array | None = None,
+                 ban_ids: tuple[int, ...] = ()
+                 ) -> tuple[jax.Array, jax.Array | None]:
   """[B, C, V] logits, [B, C] the tokens they score -> log-probs and entropy.
 
   The same arithmetic as token_logprobs_from_logits and entropy_from_logits,
-  sharing one log-softmax.
+  sharing one log-softmax; `ban` [B, C, K] removes the tag grammar's banned
+  ids (`ban_ids`) from each distribution first, as the sampler did.
   """
+  if ban is not None:
+    logits = apply_ban(logits, ban, ban_ids)
   t = temperature if temperature > 0 else 1.0
   logp = jax.nn.log_softmax(logits.astype(jnp.float32) / t, axis=-1)
   lp = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
@@ -133,6 +138,7 @@ def _chunk_terms(logits: jax.Array, targets: jax.Array, temperature: float,
 def token_logprobs_from_hidden(
     hidden: jax.Array, head, tokens: jax.Array, temperature: float = 1.0, *,
     chunk: int = 256, entropy_mask: jax.Array | None = None,
+    grammar: TagGrammar | None = None, sampled: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array | None]:
   """Teacher-forced log-probs (and entropy) from the final hidden states.
 
@@ -149,6 +155,11 @@ def token_logprobs_from_hidden(
     chunk: slots per chunk; 0 (or >= T) computes all logits at once.
     entropy_mask: [B, T] loss mask; when given, also the entropy of each
       masked token's sampling distribution (0 elsewhere and at slot 0).
+    grammar: the sampler's tag grammar: each token is scored under the
+      distribution it was sampled from, with the tags the grammar banned
+      there removed (needs `sampled`).
+    sampled: [B, T] the tokens the policy sampled (the grammar's state moves
+      on these only).
 
   Returns:
     (logp [B, T], entropy [B, T] or None), aligned with tokens as in
@@ -159,9 +170,14 @@ def token_logprobs_from_hidden(
     raise ValueError(f"logits chunk={chunk}: expected >= 0 (0: no chunking)")
   b, t, d = hidden.shape
   with_entropy = entropy_mask is not None
+  ban, ban_ids = None, ()
+  if grammar is not None:
+    if sampled is None:
+      raise ValueError("token_logprobs_from_hidden: a grammar needs `sampled`")
+    ban, ban_ids = grammar.banned(tokens, jnp.asarray(sampled))[:, 1:], grammar.ids
   if chunk == 0 or chunk >= t:
     lp, ent = _chunk_terms(head(hidden[:, :-1]), tokens[:, 1:], temperature,
-                           with_entropy)
+                           with_entropy, ban, ban_ids)
   else:
     # Every slot is scored against the next token (the last slot against a
     # dummy 0 and dropped), so the chunks tile [0, T) and T = n * chunk
@@ -173,13 +189,17 @@ def token_logprobs_from_hidden(
     h = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
     h = h.reshape(b, n, size, d).swapaxes(0, 1)            # [n, B, C, D]
     targets = targets.reshape(b, n, size).swapaxes(0, 1)   # [n, B, C]
+    if ban is not None:
+      ban = jnp.pad(ban, ((0, 0), (0, pad + 1), (0, 0)))
+      ban = ban.reshape(b, n, size, -1).swapaxes(0, 1)     # [n, B, C, K]
 
     @jax.checkpoint
     def one(args):
-      h_c, tgt_c = args
-      return _chunk_terms(head(h_c), tgt_c, temperature, with_entropy)
+      h_c, tgt_c, ban_c = args
+      return _chunk_terms(head(h_c), tgt_c, temperature, with_entropy, ban_c,
+                          ban_ids)
 
-    lp, ent = jax.lax.map(one, (h, targets))
+    lp, ent = jax.lax.map(one, (h, targets, ban))
     unchunk = lambda x: x.swapaxes(0, 1).reshape(b, n * size)[:, :t - 1]
     lp = unchunk(lp)
     ent = unchunk(ent) if with_entropy else None

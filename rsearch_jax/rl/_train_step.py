@@ -27,12 +27,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from rsearch_jax import sharding as sharding_lib
 from rsearch_jax.rl import _losses as losses
+from rsearch_jax.sampling import TagGrammar
 
 SCHEDULES = ("cosine", "constant")
 # LossConfig.kl_kind: k1 folded into the reward, or k2 / k3 as a loss term.
@@ -110,6 +112,9 @@ class LossConfig:
       the loss (forward and backward); 0 computes all T at once. Numerically
       the same either way; it trades memory for a second LM-head matmul in
       the backward pass.
+    grammar: the sampler's tag grammar (set from the tokenizer, not a config
+      field): the policy's log-probs are those of the constrained
+      distribution the sampler drew from (rsearch_jax.sampling.TagGrammar).
   """
 
   clip_eps: float = 0.2
@@ -122,6 +127,7 @@ class LossConfig:
   mem_coef: float = 0.0
   mask_documents: bool = True
   logits_chunk: int = 256
+  grammar: TagGrammar | None = None
 
   def __post_init__(self):
     if self.kl_kind not in LOSS_KL_KINDS:
@@ -172,14 +178,15 @@ class NLLBatch:
 
 
 def _token_logprobs(model, tokens, positions, temperature: float, chunk: int,
-                    entropy_mask=None):
-  """(logp [B, T], entropy [B, T] or None) of a teacher-forced pass."""
+                    entropy_mask=None, grammar=None, sampled=None):
+  """(logp [B, T], entropy [B, T] or None) of a teacher-forced pass; with a
+  tag grammar, under the constraint the sampler applied to `sampled`."""
   # last_only: the decoder's own LM-head pass covers one slot; the loss runs
   # the head itself, chunk by chunk, on the hidden states.
   _, _, hidden = model(tokens, positions, return_hidden=True, last_only=True)
   return losses.token_logprobs_from_hidden(
       hidden, model.logits, tokens, temperature, chunk=chunk,
-      entropy_mask=entropy_mask)
+      entropy_mask=entropy_mask, grammar=grammar, sampled=sampled)
 
 
 def rl_loss(model, batch: RLBatch, cfg: LossConfig,
@@ -187,7 +194,8 @@ def rl_loss(model, batch: RLBatch, cfg: LossConfig,
   """The RL objective on one (micro-)batch, and its statistics."""
   mask = batch.loss_mask
   logp, entropy = _token_logprobs(model, batch.tokens, batch.positions,
-                                  cfg.temperature, cfg.logits_chunk, mask)
+                                  cfg.temperature, cfg.logits_chunk, mask,
+                                  cfg.grammar, mask)
   loss, stats = losses.policy_loss(
       logp, batch.old_logprobs, batch.advantages, mask,
       clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high,
@@ -290,12 +298,19 @@ class Learner:
     return {k: float(v) for k, v in stats.items()}
 
   def logprobs(self, tokens, positions, temperature: float = 1.0,
-               params=None) -> jax.Array:
-    """[B, T] log-probs of each token given those before it (0 at slot 0)."""
+               params=None, sampled=None) -> jax.Array:
+    """[B, T] log-probs of each token given those before it (0 at slot 0);
+    with the loss's tag grammar and `sampled` [B, T], under its constraint."""
+    if sampled is None:
+      if self.loss_cfg.grammar is not None:
+        raise ValueError("Learner.logprobs: the loss has a tag grammar, so "
+                         "`sampled` (the sampled-token mask) is needed")
+      sampled = np.zeros(np.shape(tokens), np.int32)
     with self._ctx():
       return self._logp(self.params if params is None else params,
                         self._put(jnp.asarray(tokens)),
-                        self._put(jnp.asarray(positions)), temperature=temperature)
+                        self._put(jnp.asarray(positions)),
+                        self._put(jnp.asarray(sampled)), temperature=temperature)
 
   def learning_rate(self) -> float:
     return float(make_schedule(self.optim_cfg)(self.step))
@@ -317,10 +332,11 @@ class Learner:
       kw = dict(out_shardings=(self.param_shardings, self.opt_shardings, None))
     return jax.jit(fn, donate_argnums=(0, 1), **kw)
 
-  def _logprobs(self, params, tokens, positions, temperature):
+  def _logprobs(self, params, tokens, positions, sampled, temperature):
     model = nnx.merge(self.graphdef, params)
     logp, _ = _token_logprobs(model, tokens, positions, temperature,
-                              self.loss_cfg.logits_chunk)
+                              self.loss_cfg.logits_chunk, None,
+                              self.loss_cfg.grammar, sampled)
     return logp
 
   def _accumulate(self, loss_fn, params, batch, extra):

@@ -1,7 +1,7 @@
 """The jitted decode loop: prefill, one step, the loop, and the retrieval hand-off.
 
 Main entry point: `generate(model, prompts, prompt_mask, rng, *, config, stops,
-handoff, batch_sharding)`, traced once per (model graph, shapes, config).
+handoff, batch_sharding, grammar)`, traced once per (model graph, shapes, config).
 
 Each step every unfinished row samples one token. When a row samples the
 closing query tag, the host hand-off is called (`io_callback`) and returns
@@ -27,6 +27,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from rsearch_jax.models import Decoder, init_cache
+from rsearch_jax.sampling._grammar import NO_LEAF, TagGrammar
 from rsearch_jax.sampling._state import (BUDGET, LENGTH, RUNNING, STOPPED,
                                          SamplingConfig, SamplingState,
                                          StopTokens)
@@ -113,6 +114,7 @@ def prefill(model: Decoder, prompts: jax.Array, prompt_mask: jax.Array,
       stop_reason=zeros,
       num_sampled=zeros,
       num_searches=zeros,
+      open_leaf=jnp.full((b,), NO_LEAF, jnp.int32),
       rng=rng,
       step=jnp.int32(0),
   )
@@ -120,17 +122,24 @@ def prefill(model: Decoder, prompts: jax.Array, prompt_mask: jax.Array,
 
 def decode_step(model: Decoder, s: SamplingState, config: SamplingConfig,
                 stops: StopTokens, handoff: Callable | None,
-                row_ids: jax.Array, shards: int = 1) -> SamplingState:
+                row_ids: jax.Array, shards: int = 1,
+                grammar: TagGrammar | None = None) -> SamplingState:
   """One sampled token for every unfinished row; retrieval for rows that asked.
 
   A row that has just sampled the closing query tag gets its document block
-  from the host and spliced in (`splice`) within the same step.
+  from the host and spliced in (`splice`) within the same step. With a
+  `grammar`, the tags it bans have probability 0 (in the log-probs too).
   """
   rng, key = jax.random.split(s.rng)
   active = ~s.done
-  token = sample_token(s.logits, key, config)
-  logprob = jnp.where(active, token_logprobs(s.logits, token, config.temperature),
+  logits = s.logits
+  if grammar is not None:
+    logits = logits + grammar.step_bias(s.open_leaf, logits.shape[-1])
+  token = sample_token(logits, key, config)
+  logprob = jnp.where(active, token_logprobs(logits, token, config.temperature),
                       0.0)
+  open_leaf = (grammar.advance(s.open_leaf, token, active)
+               if grammar is not None else s.open_leaf)
   tokens = _set_at(s.tokens, s.cursor, token, active)
   loss_mask = _set_at(s.loss_mask, s.cursor, active.astype(jnp.int32), active)
   logprobs = _set_at(s.logprobs, s.cursor, logprob, active)
@@ -157,8 +166,8 @@ def decode_step(model: Decoder, s: SamplingState, config: SamplingConfig,
       next_pos=s.next_pos + step_len, cache=cache, logits=logits[:, 0],
       done=s.done | newly_done,
       stop_reason=jnp.where(newly_done, reason, s.stop_reason),
-      num_sampled=num_sampled, num_searches=s.num_searches, rng=rng,
-      step=s.step)
+      num_sampled=num_sampled, num_searches=s.num_searches,
+      open_leaf=open_leaf, rng=rng, step=s.step)
 
   if handoff is not None and stops.query_end is not None:
     asked = jnp.zeros_like(active)
@@ -286,11 +295,12 @@ def batch_shards(batch_sharding: NamedSharding | None) -> int:
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "graphdef", "config", "stops", "handoff", "batch_sharding"))
+    "graphdef", "config", "stops", "handoff", "batch_sharding", "grammar"))
 def generate(graphdef, params, prompts: jax.Array, prompt_mask: jax.Array,
              rng: jax.Array, row_ids: jax.Array, *, config: SamplingConfig,
              stops: StopTokens, handoff: Callable | None,
-             batch_sharding: NamedSharding | None = None) -> SamplingState:
+             batch_sharding: NamedSharding | None = None,
+             grammar: TagGrammar | None = None) -> SamplingState:
   """Prefill, then decode until every row is done (jitted as one program)."""
   model = nnx.merge(graphdef, params)
   shards = batch_shards(batch_sharding)
@@ -303,6 +313,7 @@ def generate(graphdef, params, prompts: jax.Array, prompt_mask: jax.Array,
     return jnp.any(~s.done) & (s.step < max_steps)
 
   def body(s):
-    return decode_step(model, s, config, stops, handoff, row_ids, shards)
+    return decode_step(model, s, config, stops, handoff, row_ids, shards,
+                       grammar)
 
   return jax.lax.while_loop(cond, body, state)

@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from rsearch_jax import sharding as sharding_lib
 from rsearch_jax.models import Decoder
+from rsearch_jax.sampling._grammar import TagGrammar
 from rsearch_jax.sampling._handoff import (DocumentFormat, RetrievalHandoff,
                                            SearchRecord)
 from rsearch_jax.sampling._loop import generate, make_device_handoff
@@ -96,15 +97,19 @@ class Sampler:
       disables the hand-off (the query tag is then an ordinary token).
     doc_format: tags and budgets of the document block.
     stop_tags: strings that end a row besides EOS (default `</answer>`).
+    grammar: leaf tags that must open one at a time and close with their own
+      tag (`grammar_for`); None samples from the model's distribution as is.
     mesh, rules: shard the batch over the mesh's batch axes.
   """
 
   def __init__(self, model: Decoder, tokenizer: Tokenizer,
                config: SamplingConfig, *, retriever=None,
                doc_format: DocumentFormat | None = None,
-               stop_tags: Sequence[str] = ("</answer>",), mesh=None,
+               stop_tags: Sequence[str] = ("</answer>",),
+               grammar: TagGrammar | None = None, mesh=None,
                rules=sharding_lib.DEFAULT_RULES):
     self.model = model
+    self.grammar = grammar
     self.tokenizer = tokenizer
     self.config = config
     self.mesh = mesh
@@ -170,7 +175,8 @@ class Sampler:
       state = generate(graphdef, params, jnp.asarray(tokens),
                        jnp.asarray(mask), rng, jnp.asarray(row_ids),
                        config=self.config, stops=self.stops,
-                       handoff=self._device_handoff, batch_sharding=shard)
+                       handoff=self._device_handoff, batch_sharding=shard,
+                       grammar=self.grammar)
     return self._output(state, int(tokens.shape[1]))
 
   def _output(self, state, prompt_len: int) -> SamplerOutput:

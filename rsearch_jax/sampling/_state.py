@@ -104,6 +104,8 @@ class SamplingState:
     stop_reason: [B] int32 (RUNNING, STOPPED, BUDGET, LENGTH).
     num_sampled: [B] int32 sampled tokens so far.
     num_searches: [B] int32 retrievals run.
+    open_leaf: [B] int32 the leaf span the row has open under the tag
+      grammar (NO_LEAF: none; rsearch_jax.sampling._grammar).
     rng: PRNG key.
     step: int32 loop counter.
   """
@@ -119,5 +121,6 @@ class SamplingState:
   stop_reason: jax.Array
   num_sampled: jax.Array
   num_searches: jax.Array
+  open_leaf: jax.Array
   rng: jax.Array
   step: jax.Array
