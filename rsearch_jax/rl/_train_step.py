@@ -13,8 +13,10 @@ Every token term (policy loss, KL, entropy, statistics) is masked by the
 sampler's loss mask, so retrieved documents never receive gradient. With
 `micro_batches > 1` the batch is split along rows and gradients are averaged
 over the micro-batches (each micro-batch's loss is its own masked mean, as in
-OpenRLHF); the update is jitted once per shape with parameters and optimizer
-state donated. Log-probs and entropy are taken from the final hidden states
+OpenRLHF); an SFT update is one program jitted per shape, an RL update three:
+the policy gradient (once per rollout width), the memorization gradient (once
+per its own width) and the optimizer step, which takes parameters and
+optimizer state donated. Log-probs and entropy are taken from the final hidden states
 `LossConfig.logits_chunk` slots at a time, so no [B, T, V] logits buffer is
 ever held (see losses.token_logprobs_from_hidden).
 """
@@ -272,7 +274,13 @@ class Learner:
       self.opt_state = self.tx.init(params)
     self.params = params
     self.step = 0
-    self._rl = self._compile(self._rl_update)
+    # The policy gradient and the memorization gradient compile apart: their
+    # batches change width independently from step to step, so one program
+    # per (rollout width, memorization width) pair would compile far more
+    # often (BENCHMARKS.md, "The demo's RL step").
+    self._rl_grads = self._compile_grads(self._rl_grads_fn)
+    self._mem_grads = self._compile_grads(self._mem_grads_fn)
+    self._rl_apply = self._compile(self._rl_apply_fn)
     self._sft = self._compile(self._sft_update)
     self._logp = jax.jit(self._logprobs, static_argnames=("temperature",))
 
@@ -284,9 +292,14 @@ class Learner:
     return nnx.merge(self.graphdef, self.params)
 
   def rl_step(self, batch: RLBatch, mem: NLLBatch | None = None) -> dict[str, float]:
+    """One update on `batch` (+ mem_coef x the memorization NLL on `mem`)."""
     with self._ctx():
-      self.params, self.opt_state, stats = self._rl(
-          self.params, self.opt_state, self._put(batch), self._put(mem))
+      grads, stats = self._rl_grads(self.params, self._put(batch))
+      mem_grads = mem_stats = None
+      if mem is not None and self.loss_cfg.mem_coef > 0:
+        mem_grads, mem_stats = self._mem_grads(self.params, self._put(mem))
+      self.params, self.opt_state, stats = self._rl_apply(
+          self.params, self.opt_state, grads, stats, mem_grads, mem_stats)
     self.step += 1
     return {k: float(v) for k, v in stats.items()}
 
@@ -368,9 +381,33 @@ class Learner:
     stats["grad_norm"] = optax.global_norm(grads)
     return params, opt_state, stats
 
-  def _rl_update(self, params, opt_state, batch, mem):
-    loss_fn = lambda m, b, e: rl_loss(m, b, self.loss_cfg, e)
-    grads, stats = self._accumulate(loss_fn, params, batch, mem)
+  def _compile_grads(self, fn):
+    kw = {}
+    if self.mesh is not None:
+      kw = dict(out_shardings=(self.param_shardings, None))
+    return jax.jit(fn, **kw)
+
+  def _rl_grads_fn(self, params, batch):
+    loss_fn = lambda m, b, e: rl_loss(m, b, self.loss_cfg)
+    return self._accumulate(loss_fn, params, batch, None)
+
+  def _mem_grads_fn(self, params, mem):
+    coef, chunk = self.loss_cfg.mem_coef, self.loss_cfg.logits_chunk
+
+    def loss_fn(m, b, e):
+      nll, _ = nll_loss(m, b, chunk)
+      return coef * nll, {"mem_nll": nll}
+
+    return self._accumulate(loss_fn, params, mem, None)
+
+  def _rl_apply_fn(self, params, opt_state, grads, stats, mem_grads, mem_stats):
+    """The optimizer step on the policy gradient plus the memorization's
+    (the same sum `rl_loss` differentiates with `mem` given)."""
+    stats = dict(stats)
+    if mem_grads is not None:
+      grads = jax.tree.map(jnp.add, grads, mem_grads)
+      stats["mem_nll"] = mem_stats["mem_nll"]
+      stats["loss"] = stats["loss"] + self.loss_cfg.mem_coef * stats["mem_nll"]
     return self._apply(params, opt_state, grads, stats)
 
   def _sft_update(self, params, opt_state, batch, _):
