@@ -40,7 +40,7 @@ def get_config(preset: str = "demo"):
     # rest (the renamed worlds' facts are unknown, so those search all).
     c.data.sft_search_all = False
     c.curriculum = "copy,pretrain,sft,rl"
-    c.stages.rl = stage("rl", 50, "train_unseen", 8, rewards=RL_REWARDS,
+    c.stages.rl = stage("rl", 35, "train_unseen", 8, rewards=RL_REWARDS,
                         learning_rate=5e-5)
   else:
     c.data.source = "r1_searcher"

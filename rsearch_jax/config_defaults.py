@@ -181,14 +181,16 @@ def synthetic_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # Copy warm-up: random-token copies (rsearch_jax.data.copying) build the
   # induction circuit that reading a document needs, which the facts alone
   # never force (every fact can be memorized).
-  c.stages.copy = stage("sft", 250, "copy", 32, learning_rate=3e-3,
+  c.stages.copy = stage("sft", 200, "copy", 32, learning_rate=3e-3,
                         warmup_steps=10)
   # 72 packed rows of ~400 tokens per pass over the pretraining text, each
-  # pass another shuffle (no row repeats in 200 steps): then the model
-  # completes the internal facts alone (eval/knows/internal), which it did
-  # not after 100 steps over one fixed packing, learned as sequences.
+  # pass another shuffle (no row repeats in 150 steps): then the model
+  # completes most internal facts alone (eval/knows/internal: 80% after 150
+  # steps, 86% after 200), which it did not after 100 steps over one fixed
+  # packing, learned as sequences. The stage lengths here and in the RL
+  # stages fit the whole curriculum in 20 minutes on 2 CPU cores.
   c.data.pretrain_shuffles = 50
-  c.stages.pretrain = stage("pretrain", 200, "pretrain", 16, learning_rate=3e-3,
+  c.stages.pretrain = stage("pretrain", 150, "pretrain", 16, learning_rate=3e-3,
                             warmup_steps=10)
   # Cold start: scripted trajectories, deliberately imperfect: 1-hop ones
   # (100 in the world, up to 100 in each of 24 renamed copies of it, whose
@@ -203,7 +205,7 @@ def synthetic_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.data.sft_renamed_two_hop = 2
   c.data.sft_rehearsal = 1000
   c.data.sft_sort_window = 16
-  c.stages.sft = stage("sft", 800, "sft", 8, learning_rate=1e-3, warmup_steps=10)
+  c.stages.sft = stage("sft", 700, "sft", 8, learning_rate=1e-3, warmup_steps=10)
   c.eval.num_questions = 88
   c.eval.batch_size = 44
   c.log.checkpoint_every = 20
