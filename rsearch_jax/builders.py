@@ -9,6 +9,7 @@ Main entry points:
                                             a run config's model.* / retriever.*
   build_sampler(model, tok, sampling, ...)  the search-in-the-loop Sampler
   tag_grammar(tok, method)                  the method's leaf-tag grammar
+  grammar_from_config(tok, sampling, method)  the same if sampling.tag_grammar
 
 Launchers (`launch/*.py`) parse a config and call these; library code below
 them takes explicit arguments, never the whole config.
@@ -117,10 +118,16 @@ def build_sampler(model, tok, sampling: Mapping[str, Any], *, retriever,
                        top_k=int(sampling.get("top_k_docs", 3)),
                        doc_tokens=int(sampling.get("doc_tokens", 64)),
                        block_len=config.doc_block_len)
-  grammar = (tag_grammar(tok, method) if sampling.get("tag_grammar", False)
-             else None)
   return Sampler(model, tok, config, retriever=retriever, doc_format=fmt,
-                 grammar=grammar, mesh=mesh, rules=rules)
+                 grammar=grammar_from_config(tok, sampling, method),
+                 mesh=mesh, rules=rules)
+
+
+def grammar_from_config(tok, sampling: Mapping[str, Any],
+                        method: str) -> TagGrammar | None:
+  """`tag_grammar(tok, method)` when `sampling.tag_grammar` is set, else None
+  (the sampler and the RL loss both take theirs from here)."""
+  return tag_grammar(tok, method) if sampling.get("tag_grammar", False) else None
 
 
 def tag_grammar(tok, method: str) -> TagGrammar:

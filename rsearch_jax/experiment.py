@@ -28,7 +28,6 @@ from rsearch_jax import sharding
 from rsearch_jax.rl import LossConfig, OptimConfig, RLSettings, Stage, Trainer
 
 
-
 def validate(cfg) -> None:
   """Raises ValueError naming the field for an inconsistent config."""
   problems = []
@@ -197,8 +196,7 @@ def build_trainer(cfg) -> Trainer:
                      "or 'r1_searcher'")
   model, tok, retriever, datasets, prompt_fn, eval_sets = parts
   reward_tags = rewards_lib.METHOD_TAGSETS[cfg.method]
-  grammar = (builders.tag_grammar(tok, cfg.method)
-             if cfg.sampling.get("tag_grammar", False) else None)
+  grammar = builders.grammar_from_config(tok, cfg.sampling, cfg.method)
   method_tags = prompts.METHOD_TAGS[cfg.method]
 
   samplers = {}
@@ -302,6 +300,7 @@ def _synthetic(cfg, mesh):
                        searcher(retriever), style)
          if cfg.data.sft_own_world else [])
   examples = list(own)
+
   def in_copy(other, questions, seed, search_all):
     """Trajectories in a copy of the world: 1-hop ones, then a few chained /
     comparison ones (data.sft_renamed_two_hop)."""
@@ -323,22 +322,23 @@ def _synthetic(cfg, mesh):
     other = world.renamed(k, keep=keep)
     # No trajectory may contradict what pretraining taught about a name:
     # the cold start would trade the internal facts for the renamed ones.
-    examples += in_copy(other, [q for q in other.questions()
-                                if not keep.intersection(q.entities)
-                                and q.question not in heldout_texts
-                                and not synthetic.contradicts_internal(q, other, world)],
-                        cfg.seed + k, True)
+    questions = [q for q in other.questions()
+                 if not keep.intersection(q.entities)
+                 and q.question not in heldout_texts
+                 and not synthetic.contradicts_internal(q, other, world)]
+    examples += in_copy(other, questions, cfg.seed + k, True)
   # Perturbed worlds: the internal facts kept (recalled, where the method
   # recalls), the others shuffled (read). A question with the same facts as
   # a held-out one is left out.
   heldout_facts = {frozenset(q.facts) for q in splits["heldout"]}
   for k in range(cfg.data.sft_perturbed_worlds):
     other = world.perturbed(k)
-    examples += in_copy(other, [q for q in other.questions()
-                                if not keep.intersection(q.entities)
-                                and q.question not in heldout_texts
-                                and frozenset(q.facts) not in heldout_facts],
-                        cfg.seed + 1000 + k, cfg.data.sft_search_all)
+    questions = [q for q in other.questions()
+                 if not keep.intersection(q.entities)
+                 and q.question not in heldout_texts
+                 and frozenset(q.facts) not in heldout_facts]
+    examples += in_copy(other, questions, cfg.seed + 1000 + k,
+                        cfg.data.sft_search_all)
   # Blocks enter the SFT rows as the sampler's token ids: re-encoding their
   # text can merge pieces differently, and a model trained on one split
   # fails on the other.

@@ -16,9 +16,9 @@ over the micro-batches (each micro-batch's loss is its own masked mean, as in
 OpenRLHF); an SFT update is one program jitted per shape, an RL update three:
 the policy gradient (once per rollout width), the memorization gradient (once
 per its own width) and the optimizer step, which takes parameters and
-optimizer state donated. Log-probs and entropy are taken from the final hidden states
-`LossConfig.logits_chunk` slots at a time, so no [B, T, V] logits buffer is
-ever held (see losses.token_logprobs_from_hidden).
+optimizer state donated. Log-probs and entropy are taken from the final
+hidden states `LossConfig.logits_chunk` slots at a time, so no [B, T, V]
+logits buffer is ever held (see losses.token_logprobs_from_hidden).
 """
 
 from __future__ import annotations
@@ -195,6 +195,8 @@ def rl_loss(model, batch: RLBatch, cfg: LossConfig,
             mem: NLLBatch | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The RL objective on one (micro-)batch, and its statistics."""
   mask = batch.loss_mask
+  # The grammar's state moves on the loss mask's tokens: the sampled ones
+  # (with mask_documents=False also the documents, which hold no leaf tag).
   logp, entropy = _token_logprobs(model, batch.tokens, batch.positions,
                                   cfg.temperature, cfg.logits_chunk, mask,
                                   cfg.grammar, mask)
