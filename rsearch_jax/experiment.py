@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import random
 
 from flax import nnx
 
@@ -84,6 +85,9 @@ def validate(cfg) -> None:
                     ">= 0 (0: no chunking)")
   if cfg.rl.fit_multiple < 0:
     problems.append(f"rl.fit_multiple={cfg.rl.fit_multiple} must be >= 0")
+  if not 0 <= cfg.data.sft_search_internal <= 1:
+    problems.append(f"data.sft_search_internal={cfg.data.sft_search_internal} "
+                    "must be in [0, 1]")
   if cfg.rl.loss.mem_coef > 0 and cfg.rl.memorization == "none":
     problems.append("rl.loss.mem_coef > 0 needs rl.memorization='rule' or 'policy'")
   if cfg.rl.loss.kl_kind == "k1_reward" and cfg.rl.advantage != "reinforce_pp":
@@ -312,7 +316,8 @@ def _synthetic(cfg, mesh):
       if n:
         out += _scripted(other, synthetic.sft_questions(
             pool, len(pool), one_hop_only=False, seed=seed),
-            prompt_fn, search, style, search_all, n)
+            prompt_fn, search, style, search_all, n,
+            search_internal=cfg.data.sft_search_internal, seed=seed)
     return out
 
   # Counterfactual worlds (names shuffled): their answers must be read.
@@ -417,7 +422,8 @@ def _sft_examples(cfg, world, train, prompt_fn, search, style):
                                        one_hop_only=cfg.data.sft_one_hop_only,
                                        seed=cfg.seed)
   out = _scripted(world, candidates, prompt_fn, search, style,
-                  cfg.data.sft_search_all, n)
+                  cfg.data.sft_search_all, n,
+                  search_internal=cfg.data.sft_search_internal, seed=cfg.seed)
   if len(out) < n:
     raise ValueError(f"data.sft_examples={n}: only {len(out)} scripted "
                      "trajectories found their facts; raise sampling.doc_tokens "
@@ -425,15 +431,20 @@ def _sft_examples(cfg, world, train, prompt_fn, search, style):
   return out
 
 
-def _scripted(world, questions, prompt_fn, search, style, search_all, n):
+def _scripted(world, questions, prompt_fn, search, style, search_all, n, *,
+              search_internal: float = 0.0, seed: int = 0):
   """Up to n (prompt, segments) trajectories, skipping the questions whose
-  search block misses a hop's fact."""
+  search block misses a hop's fact. Without search_all, each trajectory
+  searches every fact, internal ones too, with probability search_internal
+  (data.sft_search_internal; seeded)."""
   from rsearch_jax.data import synthetic
+  rng = random.Random(seed)
   out = []
   for q in questions:
+    every = rng.random() < search_internal
     try:
       segs = synthetic.scripted_trajectory(q, world, style, search,
-                                           search_all=search_all)
+                                           search_all=search_all or every)
     except ValueError:
       continue
     out.append((prompt_fn(q.question), segs))

@@ -287,3 +287,47 @@ def test_perturbed_worlds_recall_the_internal_facts_and_read_the_others(tmp_path
         assert any(q.answers[0] in b for b in blocks)
         searched += 1
   assert recalled >= 4 and searched >= 4
+
+
+def test_sft_search_internal_searches_some_internal_facts(tmp_path):
+  """data.sft_search_internal: in the world and its perturbed copies, that
+  share of R1-Searcher++'s trajectories search the internal facts too (so
+  the cold start sees a query after <external> on a fact it knows); the
+  others recall them. At 0 every internal fact is recalled, at 1 none."""
+  def internal_trajectories(frac):
+    cfg = _config(tmp_path / str(frac), sft_renamed_worlds=0,
+                  sft_perturbed_worlds=2, sft_examples=16,
+                  sft_search_internal=frac)
+    mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    _, tok, _, datasets, prompt_fn, _ = experiment._synthetic(cfg, mesh)
+    world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
+    questions = {prompt_fn(q.question): q
+                 for w in [world, world.perturbed(0), world.perturbed(1)]
+                 for q in w.questions()}
+    out = []  # (searched, recalled) of each trajectory on an internal fact
+    for prompt, segments in datasets["sft"]:
+      q = questions[prompt]
+      if q.kind != "1hop" or q.facts[0] not in world.internal:
+        continue
+      own = "".join(t for t, r in segments if isinstance(t, str) and not r)
+      blocks = [tok.decode(ids) for ids, r in segments if r]
+      assert _answer(segments) == q.answers[0]
+      if blocks:
+        assert any(q.answers[0] in b for b in blocks)
+      out.append((bool(blocks), "<internal>" in own))
+    return out
+
+  none, half, every = (internal_trajectories(f) for f in (0.0, 0.5, 1.0))
+  assert len(none) >= 8 and len(half) >= 8 and len(every) >= 8
+  assert all(recalled and not searched for searched, recalled in none)
+  assert all(searched and not recalled for searched, recalled in every)
+  n_searched = sum(searched for searched, _ in half)
+  assert 0.2 * len(half) <= n_searched <= 0.8 * len(half)
+  assert all(searched != recalled for searched, recalled in half)
+  cfg = _config(tmp_path / "bad", sft_search_internal=1.5)
+  try:
+    experiment.validate(cfg)
+  except ValueError as e:
+    assert "data.sft_search_internal=1.5" in str(e)
+  else:
+    raise AssertionError("sft_search_internal=1.5 was accepted")
