@@ -60,7 +60,8 @@ TINY = [
     # tiny model's cold start can earn.
     "--config.eval.rewards=retrieval,format",
 ]
-VOLATILE = {"time", "seconds", "tokens_per_s"}  # wall-clock, not results
+VOLATILE = {"time", "seconds", "tokens_per_s", "sample_seconds",
+            "update_seconds"}  # wall-clock, not results
 
 
 def _cmd(workdir, *extra):

@@ -349,7 +349,9 @@ class Trainer:
         ref_logprobs=ref, kl_coef=loss_cfg.kl_coef,
         fold_kl=loss_cfg.kl_kind == "k1_reward", whiten=self.rl.whiten)
     batch = rollouts.rl_batch(out, adv, mask, old, ref)
+    t1 = time.perf_counter()
     stats = self._updates(batch, mem)
+    update_seconds = time.perf_counter() - t1
     sampled = out.loss_mask.sum(axis=1)
     m = dict(stats)
     m.update(
@@ -358,6 +360,8 @@ class Trainer:
         retrievals=float(out.num_searches.mean()),
         response_tokens=float(sampled.mean()),
         tokens_per_s=float(out.loss_mask.sum() / max(sample_seconds, 1e-9)),
+        sample_seconds=sample_seconds,
+        update_seconds=update_seconds,
         memorized=float(n_mem))
     for k, v in parts.items():
       m[f"reward_{k}"] = float(np.mean(v))
