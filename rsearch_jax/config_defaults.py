@@ -3,7 +3,9 @@
 The config reference (README "Config reference" mirrors this):
 
   method              "r1" (R1-Searcher tags) | "r1pp" (R1-Searcher++ tags)
-  seed                seed of the run (data order, sampling, initialisation)
+  seed                seed of the run's training (initialisation, data order,
+                      sampling, copy examples); the synthetic world's data
+                      follow world.seed
   workdir             checkpoints, metrics.jsonl, TensorBoard, plots
   curriculum          stage names in order, comma-separated
                       ("copy,pretrain,sft,rl")
@@ -80,7 +82,9 @@ The config reference (README "Config reference" mirrors this):
   data.copy_examples  random-token copy examples in the dataset "copy" (a
                       stage of kind "sft" on it is the demo's copy warm-up;
                       rsearch_jax.data.copying)
-  world.*             the synthetic world (rsearch_jax.data.synthetic.WorldConfig)
+  world.*             the synthetic world (rsearch_jax.data.synthetic.WorldConfig);
+                      world.seed also seeds its question splits, the
+                      tokenizer trained on them and the scripted cold start
   eval.num_questions / batch_size / file (a QA JSONL; real-model runs)
   eval.rewards        rewards scoring held-out rollouts ("" = the last RL
                       stage's), reported as eval/reward

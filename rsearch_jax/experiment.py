@@ -261,7 +261,11 @@ def _synthetic(cfg, mesh):
 
   world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
   workdir = pathlib.Path(cfg.workdir)
-  splits = synthetic_splits(world, cfg.seed, workdir / "data")
+  # Everything built from the world (its splits, the tokenizer trained on
+  # them, the scripted cold start) follows world.seed; the run's seed only
+  # the training (initialisation, data order, sampling, copy examples), so
+  # a branch with another seed keeps the questions and the token ids.
+  splits = synthetic_splits(world, cfg.world.seed, workdir / "data")
   corpus = world.corpus()
   retriever = retrieval.BM25Retriever(corpus)
   pretrain = world.pretraining_texts()
@@ -331,7 +335,7 @@ def _synthetic(cfg, mesh):
                  if not keep.intersection(q.entities)
                  and q.question not in heldout_texts
                  and not synthetic.contradicts_internal(q, other, world)]
-    examples += in_copy(other, questions, cfg.seed + k, True)
+    examples += in_copy(other, questions, cfg.world.seed + k, True)
   # Perturbed worlds: the internal facts kept (recalled, where the method
   # recalls), the others shuffled (read). A question with the same facts as
   # a held-out one is left out.
@@ -342,7 +346,7 @@ def _synthetic(cfg, mesh):
                  if not keep.intersection(q.entities)
                  and q.question not in heldout_texts
                  and frozenset(q.facts) not in heldout_facts]
-    examples += in_copy(other, questions, cfg.seed + 1000 + k,
+    examples += in_copy(other, questions, cfg.world.seed + 1000 + k,
                         cfg.data.sft_search_all)
   # Blocks enter the SFT rows as the sampler's token ids: re-encoding their
   # text can merge pieces differently, and a model trained on one split
@@ -420,10 +424,11 @@ def _sft_examples(cfg, world, train, prompt_fn, search, style):
   pool = [q for q in train if q.kind == "1hop" or not cfg.data.sft_one_hop_only]
   candidates = synthetic.sft_questions(train, len(pool),
                                        one_hop_only=cfg.data.sft_one_hop_only,
-                                       seed=cfg.seed)
+                                       seed=cfg.world.seed)
   out = _scripted(world, candidates, prompt_fn, search, style,
                   cfg.data.sft_search_all, n,
-                  search_internal=cfg.data.sft_search_internal, seed=cfg.seed)
+                  search_internal=cfg.data.sft_search_internal,
+                  seed=cfg.world.seed)
   if len(out) < n:
     raise ValueError(f"data.sft_examples={n}: only {len(out)} scripted "
                      "trajectories found their facts; raise sampling.doc_tokens "

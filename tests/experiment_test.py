@@ -48,7 +48,7 @@ def test_renamed_worlds_add_counterfactual_trajectories(tmp_path):
   model, tok, retriever, datasets, prompt_fn, eval_sets = experiment._synthetic(
       cfg, mesh)
   world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
-  splits = synthetic.make_splits(world, seed=cfg.seed)
+  splits = synthetic.make_splits(world, seed=cfg.world.seed)
   sft = datasets["sft"]
   assert len(sft) == 8 + 3 * 8
   real = {prompt_fn(q.question): q.answers[0] for q in world.questions()}
@@ -83,7 +83,7 @@ def test_renamed_worlds_add_a_few_multi_hop_trajectories(tmp_path):
   mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
   _, tok, _, datasets, prompt_fn, _ = experiment._synthetic(cfg, mesh)
   world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
-  splits = synthetic.make_splits(world, seed=cfg.seed)
+  splits = synthetic.make_splits(world, seed=cfg.world.seed)
   keep = {e for q in splits["heldout_entities"] for e in q.entities}
   held_prompts = {prompt_fn(q.question) for q in splits["heldout"]}
   sft = datasets["sft"]
@@ -139,7 +139,7 @@ def test_train_unseen_holds_the_questions_the_cold_start_did_not_script(tmp_path
   mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
   _, _, _, datasets, prompt_fn, eval_sets = experiment._synthetic(cfg, mesh)
   world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
-  splits = synthetic.make_splits(world, seed=cfg.seed)
+  splits = synthetic.make_splits(world, seed=cfg.world.seed)
   train = splits["train"]
   scripted = [prompt for prompt, _ in datasets["sft"]]
   unseen = [prompt_fn(q.question) for q in datasets["train_unseen"]]
@@ -262,7 +262,7 @@ def test_perturbed_worlds_recall_the_internal_facts_and_read_the_others(tmp_path
   mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
   _, tok, _, datasets, prompt_fn, _ = experiment._synthetic(cfg, mesh)
   world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
-  splits = synthetic.make_splits(world, seed=cfg.seed)
+  splits = synthetic.make_splits(world, seed=cfg.world.seed)
   held = {frozenset(q.facts) for q in splits["heldout"]}
   held_names = {e for q in splits["heldout_entities"] for e in q.entities}
   sft = datasets["sft"]
@@ -331,3 +331,36 @@ def test_sft_search_internal_searches_some_internal_facts(tmp_path):
     assert "data.sft_search_internal=1.5" in str(e)
   else:
     raise AssertionError("sft_search_internal=1.5 was accepted")
+
+
+def test_the_run_seed_keeps_the_worlds_data(tmp_path):
+  """`seed` seeds the training (initialisation, data order, sampling, copy
+  examples); the world's questions, their splits, the tokenizer and the
+  scripted cold start follow `world.seed`. So a run branched with another
+  seed (an RL stage from the same cold-start checkpoint) reads the same
+  token ids and holds out the same questions; another world.seed changes
+  them."""
+  mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+
+  def data(name, **top):
+    cfg = _config(tmp_path / name, sft_renamed_worlds=1, sft_perturbed_worlds=1,
+                  copy_examples=16)
+    for key, value in top.items():
+      if key == "world_seed":
+        cfg.world.seed = value
+      else:
+        cfg[key] = value
+    _, tok, _, datasets, _, eval_sets = experiment._synthetic(cfg, mesh)
+    return tok, datasets, eval_sets
+
+  tok0, d0, e0 = data("a")
+  tok1, d1, e1 = data("b", seed=1)
+  tok2, d2, e2 = data("c", world_seed=1)
+  text = "Who directed the film? <internal> born in </internal>"
+  assert tok1.encode(text) == tok0.encode(text)
+  assert [_fields(q) for q in e1] == [_fields(q) for q in e0]
+  for key in ("train", "train_unseen"):
+    assert [_fields(q) for q in d1[key]] == [_fields(q) for q in d0[key]]
+  assert d1["sft"] == d0["sft"] and d1["pretrain"] == d0["pretrain"]
+  assert d1["copy"] != d0["copy"]  # training data drawn with the run's seed
+  assert [q.question for q in e2] != [q.question for q in e0]
