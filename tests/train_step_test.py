@@ -3,6 +3,7 @@ the loss mask as the only path for gradient, SFT learning, and the logits
 computed in chunks against all at once."""
 
 import dataclasses
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -13,8 +14,8 @@ from flax import nnx
 
 from rsearch_jax import models, sharding
 from rsearch_jax.rl import (Learner, LossConfig, NLLBatch, OptimConfig,
-                            RLBatch, fit_to_rollouts, fitted_width,
-                            make_optimizer, nll_batch, rl_loss)
+                            RLBatch, RLSettings, Trainer, fit_to_rollouts,
+                            fitted_width, make_optimizer, nll_batch, rl_loss)
 from rsearch_jax.sampling import SamplerOutput
 
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -186,6 +187,44 @@ def test_narrowed_batches_give_the_same_update():
   for k in pa:  # Adam's first step divides by |g|: a gradient of a few ulps
     # summed in another order moves a parameter by ~1e-6 on some CPUs.
     np.testing.assert_allclose(pb[k], pa[k], atol=1e-5, err_msg=k)
+
+
+def test_memorization_rows_cut_to_the_rewrites_give_the_same_update():
+  """The curriculum gives a step's memorization batch only as many rows as
+  its rewrites (rounded up, Trainer._mem_rows): the update equals the one
+  with the batch padded to every rollout's row, with and without
+  mini-batches (whose slices j::n spread the rewrites the same way)."""
+  batch = _rl_batch(seed=6, t=24)
+  rng = np.random.default_rng(7)
+  examples = [(rng.integers(1, CFG.vocab_size, 6).tolist(),
+               [(rng.integers(1, CFG.vocab_size, n).tolist(), False)])
+              for n in (5, 11, 7)]
+  tok = type("Tok", (), {"pad_id": 0})()
+  full = nll_batch(tok, examples, 24, rows=8)
+  cut = nll_batch(tok, examples, 24, rows=4)
+  loss = dataclasses.replace(LOSS, mem_coef=0.5)
+  a, b = Learner(_model(), OPTIM, loss), Learner(_model(), OPTIM, loss)
+  sa, sb = a.rl_step(batch, full), b.rl_step(batch, cut)
+  assert sa["mem_nll"] == pytest.approx(sb["mem_nll"], rel=1e-6)
+  pa, pb = _params(a), _params(b)
+  for k in pa:
+    np.testing.assert_allclose(pb[k], pa[k], atol=1e-6, err_msg=k)
+  # Two mini-batches: slices j::2 of 8 rows and of 4 rows hold the same
+  # rewrites (0 and 2 in the first, 1 in the second).
+  for j in range(2):
+    np.testing.assert_array_equal(full.tokens[j::2][:2], cut.tokens[j::2])
+    np.testing.assert_array_equal(full.loss_mask[j::2][:2], cut.loss_mask[j::2])
+    assert not full.loss_mask[j::2][2:].any()
+
+
+def test_memorization_rows_round_up_per_mini_batch():
+  rows = lambda n, mini=1, micro=1: Trainer._mem_rows(
+      SimpleNamespace(rl=RLSettings(mini_batches=mini, micro_batches=micro)),
+      n, 64)
+  assert [rows(n) for n in (1, 16, 17, 40, 64)] == [16, 16, 32, 48, 64]
+  assert [rows(n, mini=2) for n in (1, 32, 33)] == [32, 32, 64]
+  assert rows(3, micro=2) == 64  # micro-batches keep every row (their means)
+  assert rows(5, mini=8) == 64  # never more than the rollouts
 
 
 def test_first_update_ratio_is_one_against_own_logprobs():

@@ -42,6 +42,8 @@ from rsearch_jax.rl._train_step import Learner, LossConfig, OptimConfig
 
 STAGE_KINDS = ("pretrain", "sft", "rl")
 MEMORIZATIONS = ("none", "rule", "policy")  # RLSettings.memorization
+# A memorization batch's rows come in multiples of this (per mini-batch).
+MEM_ROWS = 16
 # The end-of-run table: overall, then by knowledge source and by hops.
 # "knows/*": facts recalled without documents (synthetic runs).
 SUMMARY_COLUMNS = ("reward", "em", "f1", "retrievals", "em/internal", "retrievals/internal",
@@ -323,15 +325,19 @@ class Trainer:
     # Each batch as wide as its own longest row: the memorization rows
     # (rewrites, without documents) are much shorter than the rollouts, and
     # at the rollouts' width they cost as much as the rollouts
-    # (BENCHMARKS.md, "The demo's RL step").
+    # (BENCHMARKS.md, "The demo's RL step"). And only as many rows as the
+    # rewrites, rounded up to MEM_ROWS per update (a step rewrites a few
+    # rollouts of dozens); none without a rewrite: its NLL term is 0.
     mem, n_mem = None, 0
     if loss_cfg.mem_coef > 0 and self.rl.memorization != "none":
       mem_examples = mem_lib.memorization_examples(
           prompts, segs, correct, out.num_searches, self._rewriter(sampler))
       n_mem = len(mem_examples)
-      mem = rollouts.nll_batch(
-          self.tokenizer, [(p, [(c, False)]) for p, c in mem_examples],
-          max_len, rows=len(prompts), fit_multiple=self.rl.fit_multiple)
+      if n_mem:
+        mem = rollouts.nll_batch(
+            self.tokenizer, [(p, [(c, False)]) for p, c in mem_examples],
+            max_len, rows=self._mem_rows(n_mem, len(prompts)),
+            fit_multiple=self.rl.fit_multiple)
     out = rollouts.fit_to_rollouts(out, self.rl.fit_multiple)
     mask = rollouts.training_mask(out, loss_cfg.mask_documents)
     if loss_cfg.mask_documents:
@@ -391,6 +397,17 @@ class Trainer:
         for k, v in self._learner.rl_step(b, m).items():
           stats.setdefault(k, []).append(v)
     return {k: float(np.mean(v)) for k, v in stats.items()}
+
+  def _mem_rows(self, n_mem: int, n_rollouts: int) -> int:
+    """Rows of a step's memorization batch: n_mem rounded up to MEM_ROWS
+    per mini-batch (few distinct shapes to compile), at most the rollouts'
+    count. With micro-batches, as many as the rollouts: each micro-batch's
+    NLL is its own masked mean, so fewer rows would weigh the rewrites
+    differently."""
+    if self.rl.micro_batches > 1:
+      return n_rollouts
+    unit = MEM_ROWS * self.rl.mini_batches
+    return min(n_rollouts, -(-n_mem // unit) * unit)
 
   def _rewriter(self, sampler):
     if self.rl.memorization == "rule":
