@@ -355,7 +355,7 @@ def test_the_run_seed_keeps_the_worlds_data(tmp_path):
 
   tok0, d0, e0 = data("a")
   tok1, d1, e1 = data("b", seed=1)
-  tok2, d2, e2 = data("c", world_seed=1)
+  _, _, e2 = data("c", world_seed=1)
   text = "Who directed the film? <internal> born in </internal>"
   assert tok1.encode(text) == tok0.encode(text)
   assert [_fields(q) for q in e1] == [_fields(q) for q in e0]

@@ -406,8 +406,9 @@ class Trainer:
     differently."""
     if self.rl.micro_batches > 1:
       return n_rollouts
-    unit = MEM_ROWS * self.rl.mini_batches
-    return min(n_rollouts, -(-n_mem // unit) * unit)
+    # The rounding of a batch's width, applied to its rows.
+    return rollouts.fitted_width([n_mem], n_rollouts,
+                                 MEM_ROWS * self.rl.mini_batches)
 
   def _rewriter(self, sampler):
     if self.rl.memorization == "rule":
