@@ -34,6 +34,9 @@ The config reference (README "Config reference" mirrors this):
   rl.advantage        "reinforce_pp" | "group_norm" | "grpo"
   rl.whiten           normalise advantages over the batch's sampled tokens
   rl.micro_batches    gradient accumulation
+  rl.length_groups    an update's rollouts sorted by length and run as this
+                      many passes, each as wide as its own longest row: the
+                      same update with less padding (needs micro_batches=1)
   rl.mini_batches     optimizer updates per RL step, each on that fraction
                       of the step's rollouts
   rl.epochs           passes over a step's rollouts (PPO epochs); with
@@ -131,7 +134,7 @@ def base(method: str) -> ml_collections.ConfigDict:
       doc_tokens=60, tag_grammar=False))
   c.rl = ml_collections.ConfigDict(dict(
       group_size=8, advantage="reinforce_pp", whiten=False, micro_batches=1,
-      mini_batches=1, epochs=1,
+      length_groups=1, mini_batches=1, epochs=1,
       memorization="none", fit_multiple=64))
   c.rl.loss = ml_collections.ConfigDict(dict(
       clip_eps=0.2, clip_eps_high=0.2, kl_coef=0.0, kl_kind="k3",
@@ -185,6 +188,10 @@ def synthetic_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                          temperature=1.0, max_searches=3, doc_block_len=160,
                          top_k_docs=2, doc_tokens=64))
   c.rl.group_size = 8
+  # The rollouts end anywhere from ~120 slots (no search) to ~370 (two);
+  # four passes over the length-sorted rows cut an update to ~0.6x the
+  # time of one pass at the longest row's width (BENCHMARKS.md).
+  c.rl.length_groups = 4
   # Copy warm-up: random-token copies (rsearch_jax.data.copying) build the
   # induction circuit that reading a document needs, which the facts alone
   # never force (every fact can be memorized).

@@ -97,16 +97,21 @@ def validate(cfg) -> None:
     if n not in cfg.stages:
       problems.append(f"curriculum names stage {n!r}, not in stages "
                       f"({', '.join(cfg.stages.keys())})")
-  for field in ("micro_batches", "mini_batches", "epochs"):
+  for field in ("micro_batches", "mini_batches", "epochs", "length_groups"):
     if cfg.rl[field] < 1:
       problems.append(f"rl.{field}={cfg.rl[field]} should be >= 1")
-  split = max(cfg.rl.mini_batches, 1) * max(cfg.rl.micro_batches, 1)
+  if cfg.rl.length_groups > 1 and cfg.rl.micro_batches > 1:
+    problems.append(f"rl.length_groups={cfg.rl.length_groups} needs "
+                    f"rl.micro_batches=1 (got {cfg.rl.micro_batches})")
+  split = (max(cfg.rl.mini_batches, 1) * max(cfg.rl.micro_batches, 1)
+           * max(cfg.rl.length_groups, 1))
   for n, st in cfg.stages.items():
     if st.kind == "rl" and (st.batch_size * cfg.rl.group_size) % split:
       problems.append(f"stages.{n}: batch_size*rl.group_size="
                       f"{st.batch_size * cfg.rl.group_size} rollouts do not split "
                       f"into rl.mini_batches={cfg.rl.mini_batches} x "
-                      f"rl.micro_batches={cfg.rl.micro_batches}")
+                      f"rl.micro_batches={cfg.rl.micro_batches} x "
+                      f"rl.length_groups={cfg.rl.length_groups}")
   for field, spec in [("eval.rewards", cfg.eval.rewards)] + [
       (f"stages.{n}.rewards", st.rewards) for n, st in cfg.stages.items()]:
     for r in _names(spec):
@@ -177,6 +182,7 @@ def rl_settings(cfg, grammar=None) -> RLSettings:
   return RLSettings(group_size=cfg.rl.group_size, advantage=cfg.rl.advantage,
                     whiten=cfg.rl.whiten, loss=loss,
                     micro_batches=cfg.rl.micro_batches,
+                    length_groups=cfg.rl.length_groups,
                     mini_batches=cfg.rl.mini_batches, epochs=cfg.rl.epochs,
                     memorization=cfg.rl.memorization,
                     fit_multiple=cfg.rl.fit_multiple)

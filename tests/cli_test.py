@@ -62,6 +62,8 @@ def _train(*overrides: str) -> subprocess.CompletedProcess:
     ("--config.rl.mini_batches=3", ["stages.rl: batch_size*rl.group_size=64",
                                     "rl.mini_batches=3"]),
     ("--config.rl.epochs=0", ["rl.epochs=0 should be >= 1"]),
+    ("--config.rl.length_groups=4 --config.rl.micro_batches=2",
+     ["rl.length_groups=4 needs rl.micro_batches=1 (got 2)"]),
     ("--config.data.pretrain_shuffles=0",
      ["data.pretrain_shuffles=0 should be >= 1"]),
     ("--config.data.sft_rehearsal=-5", ["data.sft_rehearsal=-5 should be >= 0"]),
@@ -72,6 +74,7 @@ def _train(*overrides: str) -> subprocess.CompletedProcess:
         "smeared_keys_on_real_weights", "copy_stage_no_data", "bad_advantage",
         "bad_memorization", "bad_aggregation", "bad_kl_kind",
         "bad_stage_kind", "mini_batches_do_not_divide", "no_epochs",
+        "length_groups_with_micro_batches",
         "no_pretrain_shuffles", "negative_rehearsal", "negative_sort_window"])
 def test_bad_config_is_one_clear_error(override, expected, tmp_path):
   out = _train(*override.split(), f"--config.workdir={tmp_path}/run")

@@ -189,6 +189,84 @@ def test_narrowed_batches_give_the_same_update():
     np.testing.assert_allclose(pb[k], pa[k], atol=1e-5, err_msg=k)
 
 
+def _varied_batch(seed, b=16, t=40):
+  """Rollouts whose lengths differ widely (short ones without a document,
+  long ones with), one row with no sampled token."""
+  batch = _rl_batch(seed=seed, b=b, t=t)
+  rng = np.random.default_rng(seed + 100)
+  ends = np.where(rng.random(b) < 0.5, rng.integers(9, 17, b), rng.integers(24, t + 1, b))
+  slots = np.arange(t)[None]
+  keep = slots < ends[:, None]
+  mask = np.where(keep, batch.loss_mask, 0)
+  mask[3] = 0
+  return RLBatch(
+      tokens=np.where(keep, batch.tokens, 0).astype(np.int32),
+      positions=np.where(keep, batch.positions, -1).astype(np.int32),
+      loss_mask=mask.astype(np.int32),
+      old_logprobs=np.where(mask, batch.old_logprobs, 0).astype(np.float32),
+      ref_logprobs=np.where(mask, batch.ref_logprobs, 0).astype(np.float32),
+      advantages=np.where(mask, batch.advantages, 0).astype(np.float32))
+
+
+@pytest.mark.parametrize("aggregation", ["token_mean", "seq_mean_token_mean",
+                                         "seq_mean_token_sum"])
+def test_length_groups_give_the_one_pass_update(aggregation):
+  """Rows sorted by length and run as 4 narrower passes, each weighed by its
+  share of the sampled tokens (or rows): the same loss, statistics and
+  parameters as one pass over the whole batch, two updates in a row."""
+  loss = dataclasses.replace(LOSS, aggregation=aggregation, mem_coef=0.5)
+  batches = [_varied_batch(seed) for seed in (11, 12)]
+  tok = type("Tok", (), {"pad_id": 0})()
+  rng = np.random.default_rng(13)
+  mem = nll_batch(tok, [(rng.integers(1, CFG.vocab_size, 6).tolist(),
+                         [(rng.integers(1, CFG.vocab_size, 7).tolist(), False)])
+                        for _ in range(2)], 40, rows=4)
+  one = Learner(_model(), OPTIM, loss)
+  grouped = Learner(_model(), OPTIM, loss, length_groups=4, fit_multiple=8)
+  widths = []
+  grads_fn = grouped._rl_grads
+  grouped._rl_grads = lambda p, b, *e: (widths.append(b.tokens.shape), grads_fn(p, b, *e))[1]
+  for batch in batches:
+    s1, s4 = one.rl_step(batch, mem), grouped.rl_step(batch, mem)
+    for k in s1:
+      assert s4[k] == pytest.approx(s1[k], rel=1e-5, abs=1e-7), k
+  assert s1["clip_frac"] > 0  # the second update's ratio is clipped somewhere
+  # Four groups of 4 rows, the short rows' passes narrower than the batch.
+  assert [w[0] for w in widths] == [4] * 8
+  assert min(w[1] for w in widths) <= 16 < max(w[1] for w in widths)
+  p1, p4 = _params(one), _params(grouped)
+  for k in p1:
+    np.testing.assert_allclose(p4[k], p1[k], atol=2e-6, err_msg=k)
+
+
+def test_length_groups_on_a_mesh_equal_one_pass_on_one_device():
+  batch = _varied_batch(14)
+  ref = Learner(_model(), OPTIM, LOSS)
+  ref_stats = ref.rl_step(batch)
+  mesh = sharding.make_mesh(data=2, fsdp=4)
+  model = sharding.create_sharded(_model, mesh)
+  learner = Learner(model, OPTIM, LOSS, mesh=mesh, length_groups=2,
+                    fit_multiple=8)
+  stats = learner.rl_step(batch)
+  for k in ("loss", "kl", "entropy", "grad_norm"):
+    np.testing.assert_allclose(stats[k], ref_stats[k], rtol=1e-5, atol=1e-6, err_msg=k)
+  want, got = _params(ref), _params(learner)
+  for k in want:
+    np.testing.assert_allclose(got[k], want[k], atol=1e-5, rtol=0, err_msg=k)
+  # The batch is split over data x fsdp = 8 devices: groups of 4 rows are not.
+  odd = Learner(sharding.create_sharded(_model, mesh), OPTIM, LOSS, mesh=mesh,
+                length_groups=4)
+  with pytest.raises(ValueError, match=r"rl.length_groups=4: 16 rows .* multiple of 8"):
+    odd.rl_step(batch)
+
+
+def test_length_groups_need_one_micro_batch():
+  with pytest.raises(ValueError, match=r"rl.length_groups=2 needs rl.micro_batches=1"):
+    Learner(_model(), OPTIM, LOSS, micro_batches=2, length_groups=2)
+  with pytest.raises(ValueError, match=r"rl.length_groups=3: 16 rows do not split"):
+    Learner(_model(), OPTIM, LOSS, length_groups=3).rl_step(_varied_batch(15))
+
+
 def test_memorization_rows_cut_to_the_rewrites_give_the_same_update():
   """The curriculum gives a step's memorization batch only as many rows as
   its rewrites (rounded up, Trainer._mem_rows): the update equals the one

@@ -95,6 +95,9 @@ class RLSettings:
     whiten: normalise advantages over the batch's sampled tokens.
     loss: the objective (clipping, KL, entropy, mu, the document mask).
     micro_batches: gradient accumulation per update.
+    length_groups: each RL update's rows sorted by length and split into
+      this many passes, each as wide as its own rows (the same update with
+      less padding; Learner).
     mini_batches: optimizer updates per RL step, each on 1/mini_batches of
       the step's rollouts (OpenRLHF's train_batch_size < rollout batch).
     epochs: passes over the step's rollouts (PPO epochs). With more than
@@ -112,6 +115,7 @@ class RLSettings:
   whiten: bool = False
   loss: LossConfig = LossConfig()
   micro_batches: int = 1
+  length_groups: int = 1
   mini_batches: int = 1
   epochs: int = 1
   memorization: str = "none"
@@ -280,8 +284,11 @@ class Trainer:
     # Pretraining and SFT: the NLL alone, its logits as chunked as RL's.
     loss = self.rl.loss if stage.kind == "rl" else LossConfig(
         logits_chunk=self.rl.loss.logits_chunk)
-    micro = self.rl.micro_batches if stage.kind == "rl" else 1
-    learner = Learner(model, optim, loss, micro_batches=micro, mesh=self.mesh)
+    rl = stage.kind == "rl"
+    learner = Learner(model, optim, loss,
+                      micro_batches=self.rl.micro_batches if rl else 1,
+                      length_groups=self.rl.length_groups if rl else 1,
+                      fit_multiple=self.rl.fit_multiple, mesh=self.mesh)
     if keep and self._learner is not None:
       learner.opt_state, learner.step = self._learner.opt_state, self._learner.step
     self._learner = learner

@@ -22,23 +22,10 @@ import numpy as np
 
 from rsearch_jax.rl import _advantages as adv_lib
 from rsearch_jax.rl._advantages import ADVANTAGE_METHODS
-from rsearch_jax.rl._train_step import NLLBatch, RLBatch
+# fitted_width lives with the update whose shapes it sets; it is part of
+# this module's API too (sampler output -> batches).
+from rsearch_jax.rl._train_step import NLLBatch, RLBatch, fitted_width
 from rsearch_jax.tokenizer import Tokenizer
-
-
-def fitted_width(lengths: Sequence[int] | np.ndarray, max_len: int,
-                 multiple: int) -> int:
-  """Columns an update needs: the longest row rounded up to `multiple`, at
-  most `max_len` (`multiple` 0: always `max_len`).
-
-  The columns past every row's end are padding, which a causal model's loss
-  never reads, so dropping them changes no number; rounding keeps the
-  jitted update to a few shapes.
-  """
-  if multiple <= 0:
-    return max_len
-  longest = max([int(n) for n in lengths] + [1])
-  return min(max_len, -(-longest // multiple) * multiple)
 
 
 def fit_to_rollouts(out, multiple: int):

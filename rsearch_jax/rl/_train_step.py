@@ -8,12 +8,18 @@ Main entry points:
                                          (sharded by the mesh rules) and
                                          runs `rl_step`, `sft_step`, and
                                          `logprobs` (teacher-forced scoring).
+  fitted_width(lengths, max_len, multiple)
+                                         how many columns an update needs.
 
 Every token term (policy loss, KL, entropy, statistics) is masked by the
 sampler's loss mask, so retrieved documents never receive gradient. With
 `micro_batches > 1` the batch is split along rows and gradients are averaged
 over the micro-batches (each micro-batch's loss is its own masked mean, as in
-OpenRLHF); an SFT update is one program jitted per shape, an RL update three:
+OpenRLHF). With `length_groups > 1` the rows are sorted by length and split
+into that many groups, each its own pass as wide as its longest row; every
+group's terms are weighed by its share of the batch's sampled tokens (or
+rows), so their sum is the one-pass loss and gradient, with less padding
+(BENCHMARKS.md, "Length groups"). An SFT update is one program jitted per shape, an RL update three:
 the policy gradient (once per rollout width), the memorization gradient (once
 per its own width) and the optimizer step, which takes parameters and
 optimizer state donated. Log-probs and entropy are taken from the final
@@ -25,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -179,6 +185,21 @@ class NLLBatch:
   loss_mask: jax.Array
 
 
+def fitted_width(lengths: Sequence[int] | np.ndarray, max_len: int,
+                 multiple: int) -> int:
+  """Columns an update needs: the longest row rounded up to `multiple`, at
+  most `max_len` (`multiple` 0: always `max_len`).
+
+  The columns past every row's end are padding, which a causal model's loss
+  never reads, so dropping them changes no number; rounding keeps the
+  jitted update to a few shapes.
+  """
+  if multiple <= 0:
+    return max_len
+  longest = max([int(n) for n in lengths] + [1])
+  return min(max_len, -(-longest // multiple) * multiple)
+
+
 def _token_logprobs(model, tokens, positions, temperature: float, chunk: int,
                     entropy_mask=None, grammar=None, sampled=None):
   """(logp [B, T], entropy [B, T] or None) of a teacher-forced pass; with a
@@ -192,9 +213,20 @@ def _token_logprobs(model, tokens, positions, temperature: float, chunk: int,
 
 
 def rl_loss(model, batch: RLBatch, cfg: LossConfig,
-            mem: NLLBatch | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """The RL objective on one (micro-)batch, and its statistics."""
+            mem: NLLBatch | None = None, share: jax.Array | None = None
+            ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The RL objective on one (micro-)batch, and its statistics.
+
+  `share` [2]: this batch's share of a larger batch's sampled tokens and of
+  its rows with a sampled token. Each token-mean term (and the policy loss,
+  by its aggregation) is then weighed by it, so the terms of batches that
+  partition a larger one add up to the larger batch's own.
+  """
   mask = batch.loss_mask
+  tok_w = row_w = 1.0
+  if share is not None:
+    tok_w, row_w = share[0], share[1]
+  pg_w = tok_w if cfg.aggregation == "token_mean" else row_w
   # The grammar's state moves on the loss mask's tokens: the sampled ones
   # (with mask_documents=False also the documents, which hold no leaf tag).
   logp, entropy = _token_logprobs(model, batch.tokens, batch.positions,
@@ -204,15 +236,16 @@ def rl_loss(model, batch: RLBatch, cfg: LossConfig,
       logp, batch.old_logprobs, batch.advantages, mask,
       clip_eps=cfg.clip_eps, clip_eps_high=cfg.clip_eps_high,
       aggregation=cfg.aggregation)
-  stats = dict(stats)
+  loss = pg_w * loss
+  stats = {k: tok_w * v for k, v in stats.items()}
   stats["pg_loss"] = loss
   if cfg.kl_coef > 0:
     kl = losses.kl_penalty(logp, batch.ref_logprobs, mask,
                            kind="k1" if cfg.kl_kind == "k1_reward" else cfg.kl_kind)
-    stats["kl"] = losses.masked_mean(kl, mask)
+    stats["kl"] = tok_w * losses.masked_mean(kl, mask)
     if cfg.kl_kind != "k1_reward":
       loss = loss + cfg.kl_coef * stats["kl"]
-  stats["entropy"] = losses.masked_mean(entropy, mask)
+  stats["entropy"] = tok_w * losses.masked_mean(entropy, mask)
   if cfg.entropy_coef:
     loss = loss - cfg.entropy_coef * stats["entropy"]
   if mem is not None and cfg.mem_coef > 0:
@@ -251,16 +284,31 @@ class Learner:
     optim: optimizer settings.
     loss: RL objective settings.
     micro_batches: gradient accumulation steps per update.
+    length_groups: an RL update's rows sorted by length and split into this
+      many groups, each a pass as wide as its own longest row rounded up to
+      `fit_multiple` (the same update as one pass, with less padding; needs
+      micro_batches=1).
+    fit_multiple: the groups' width rounding (fitted_width).
     mesh, rules: shard parameters, optimizer state and batches.
   """
 
   def __init__(self, model, optim: OptimConfig, loss: LossConfig, *,
-               micro_batches: int = 1, mesh=None,
+               micro_batches: int = 1, length_groups: int = 1,
+               fit_multiple: int = 64, mesh=None,
                rules=sharding_lib.DEFAULT_RULES):
+    if length_groups < 1:
+      raise ValueError(f"rl.length_groups={length_groups}: expected >= 1")
+    if length_groups > 1 and micro_batches > 1:
+      raise ValueError(f"rl.length_groups={length_groups} needs "
+                       f"rl.micro_batches=1 (got {micro_batches}): a "
+                       "micro-batch's loss is its own mean, a group's a share "
+                       "of the batch's")
     self.graphdef, params = nnx.split(model)
     self.optim_cfg, self.loss_cfg = optim, loss
     self.micro_batches = micro_batches
+    self.length_groups, self.fit_multiple = length_groups, fit_multiple
     self.mesh, self.rules = mesh, rules
+    self._batch_shards = 1
     self.tx = make_optimizer(optim)
     if mesh is not None:
       self.param_shardings = sharding_lib.state_shardings(params, mesh, rules)
@@ -268,6 +316,7 @@ class Learner:
       batch_axes = tuple(a for a in rules["batch"]
                          if a in mesh.shape and mesh.shape[a] > 1)
       self.batch_sharding = NamedSharding(mesh, PartitionSpec(batch_axes or None))
+      self._batch_shards = int(np.prod([mesh.shape[a] for a in batch_axes]))
       opt_shapes = jax.eval_shape(self.tx.init, params)
       self.opt_shardings = _opt_shardings(opt_shapes, self.param_shardings, mesh)
       self.opt_state = jax.jit(self.tx.init, out_shardings=self.opt_shardings)(params)
@@ -283,6 +332,8 @@ class Learner:
     self._rl_grads = self._compile_grads(self._rl_grads_fn)
     self._mem_grads = self._compile_grads(self._mem_grads_fn)
     self._rl_apply = self._compile(self._rl_apply_fn)
+    self._add = jax.jit(lambda a, b: jax.tree.map(jnp.add, a, b),
+                        donate_argnums=0)
     self._sft = self._compile(self._sft_update)
     self._logp = jax.jit(self._logprobs, static_argnames=("temperature",))
 
@@ -296,7 +347,10 @@ class Learner:
   def rl_step(self, batch: RLBatch, mem: NLLBatch | None = None) -> dict[str, float]:
     """One update on `batch` (+ mem_coef x the memorization NLL on `mem`)."""
     with self._ctx():
-      grads, stats = self._rl_grads(self.params, self._put(batch))
+      if self.length_groups > 1:
+        grads, stats = self._grouped_rl_grads(batch)
+      else:
+        grads, stats = self._rl_grads(self.params, self._put(batch))
       mem_grads = mem_stats = None
       if mem is not None and self.loss_cfg.mem_coef > 0:
         mem_grads, mem_stats = self._mem_grads(self.params, self._put(mem))
@@ -389,9 +443,36 @@ class Learner:
       kw = dict(out_shardings=(self.param_shardings, None))
     return jax.jit(fn, **kw)
 
-  def _rl_grads_fn(self, params, batch):
-    loss_fn = lambda m, b, e: rl_loss(m, b, self.loss_cfg)
-    return self._accumulate(loss_fn, params, batch, None)
+  def _rl_grads_fn(self, params, batch, share=None):
+    loss_fn = lambda m, b, e: rl_loss(m, b, self.loss_cfg, share=e)
+    return self._accumulate(loss_fn, params, batch, share)
+
+  def _grouped_rl_grads(self, batch: RLBatch):
+    """The policy gradient and statistics of `batch`, summed over its length
+    groups (rows sorted by length; each group cut to its fitted width and
+    weighed by its share of the sampled tokens / rows)."""
+    host = jax.tree.map(np.asarray, batch)
+    rows, width = host.tokens.shape
+    k = self.length_groups
+    size = rows // k
+    if rows % k or size % self._batch_shards:
+      raise ValueError(f"rl.length_groups={k}: {rows} rows do not split into "
+                       f"{k} groups of a multiple of {self._batch_shards} rows "
+                       "(the devices the batch is split over)")
+    # Slots up to the last real token (prompts are left-padded).
+    real = host.positions >= 0
+    lengths = np.where(real.any(1), width - np.argmax(real[:, ::-1], axis=1), 0)
+    on = host.loss_mask > 0
+    totals = np.array([on.sum(), on.any(1).sum()], np.float64)
+    grads = stats = None
+    for idx in np.split(np.argsort(lengths, kind="stable"), k):
+      w = fitted_width(lengths[idx], width, self.fit_multiple)
+      part = jax.tree.map(lambda x: x[idx, :w] if x.ndim == 2 else x[idx], host)
+      counts = np.array([on[idx].sum(), on[idx].any(1).sum()], np.float64)
+      share = (counts / np.maximum(totals, 1)).astype(np.float32)
+      g, s = self._rl_grads(self.params, self._put(part), share)
+      grads, stats = (g, s) if grads is None else self._add((grads, stats), (g, s))
+    return grads, stats
 
   def _mem_grads_fn(self, params, mem):
     coef, chunk = self.loss_cfg.mem_coef, self.loss_cfg.logits_chunk
