@@ -19,12 +19,13 @@ OpenRLHF). With `length_groups > 1` the rows are sorted by length and split
 into that many groups, each its own pass as wide as its longest row; every
 group's terms are weighed by its share of the batch's sampled tokens (or
 rows), so their sum is the one-pass loss and gradient, with less padding
-(BENCHMARKS.md, "Length groups"). An SFT update is one program jitted per shape, an RL update three:
-the policy gradient (once per rollout width), the memorization gradient (once
-per its own width) and the optimizer step, which takes parameters and
-optimizer state donated. Log-probs and entropy are taken from the final
-hidden states `LossConfig.logits_chunk` slots at a time, so no [B, T, V]
-logits buffer is ever held (see losses.token_logprobs_from_hidden).
+(BENCHMARKS.md, "Length groups"). An SFT update is one program jitted per
+shape, an RL update three: the policy gradient (once per rollout width, or
+group shape), the memorization gradient (once per its own width) and the
+optimizer step, which takes parameters and optimizer state donated.
+Log-probs and entropy are taken from the final hidden states
+`LossConfig.logits_chunk` slots at a time, so no [B, T, V] logits buffer is
+ever held (see losses.token_logprobs_from_hidden).
 """
 
 from __future__ import annotations
@@ -220,8 +221,13 @@ def rl_loss(model, batch: RLBatch, cfg: LossConfig,
   `share` [2]: this batch's share of a larger batch's sampled tokens and of
   its rows with a sampled token. Each token-mean term (and the policy loss,
   by its aggregation) is then weighed by it, so the terms of batches that
-  partition a larger one add up to the larger batch's own.
+  partition a larger one add up to the larger batch's own. (The
+  memorization term, `mem`, is not a share of anything: give it to one
+  pass only, as Learner does.)
   """
+  if mem is not None and share is not None:
+    raise ValueError("rl_loss: `mem` with `share` would add the memorization "
+                     "NLL once per share; give it to one pass")
   mask = batch.loss_mask
   tok_w = row_w = 1.0
   if share is not None:
