@@ -89,6 +89,8 @@ The config reference (README "Config reference" mirrors this):
                       world.seed also seeds its question splits, the
                       tokenizer trained on them and the scripted cold start
   eval.num_questions / batch_size / file (a QA JSONL; real-model runs)
+  eval.every          also evaluate every this many steps within a stage (a
+                      summary row "NAME@STEP"; 0: after each stage only)
   eval.rewards        rewards scoring held-out rollouts ("" = the last RL
                       stage's), reported as eval/reward
   log.checkpoint_every / trace_every / tensorboard
@@ -158,7 +160,7 @@ def base(method: str) -> ml_collections.ConfigDict:
       married_fraction=0.5, internal_fraction=0.5, pretrain_repeats=30,
       sentences_per_text=8))
   c.eval = ml_collections.ConfigDict(dict(
-      num_questions=64, batch_size=16,
+      num_questions=64, batch_size=16, every=0,
       file="../shared/data/r1_searcher/eval_set/bamboogle.jsonl", rewards=""))
   c.log = ml_collections.ConfigDict(dict(checkpoint_every=25, trace_every=10,
                                          tensorboard=True,

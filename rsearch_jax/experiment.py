@@ -58,6 +58,9 @@ def validate(cfg) -> None:
   if cfg.data.sft_sort_window < 0:
     problems.append(f"data.sft_sort_window={cfg.data.sft_sort_window} should "
                     "be >= 0 (0: plain shuffled batches)")
+  if cfg.eval.every < 0:
+    problems.append(f"eval.every={cfg.eval.every} should be >= 0 (0: evaluate "
+                    "after each stage only)")
   if cfg.data.sft_rehearsal < 0:
     problems.append(f"data.sft_rehearsal={cfg.data.sft_rehearsal} should be >= 0")
   if (cfg.data.sft_renamed_worlds or cfg.data.sft_perturbed_worlds
@@ -253,6 +256,7 @@ def build_trainer(cfg) -> Trainer:
       optim=optim_settings(cfg),
       workdir=cfg.workdir,
       eval_fn=eval_fn if cfg.eval.num_questions > 0 else None,
+      eval_every=cfg.eval.every,
       seq_len=cfg.data.seq_len, seed=cfg.seed, mesh=mesh,
       checkpoint_every=cfg.log.checkpoint_every, trace_every=cfg.log.trace_every,
       tensorboard=cfg.log.tensorboard, config=cfg.to_dict(),

@@ -67,7 +67,9 @@ def _train(*overrides: str) -> subprocess.CompletedProcess:
     ("--config.data.pretrain_shuffles=0",
      ["data.pretrain_shuffles=0 should be >= 1"]),
     ("--config.data.sft_rehearsal=-5", ["data.sft_rehearsal=-5 should be >= 0"]),
-    ("--config.data.sft_sort_window=-1", ["data.sft_sort_window=-1 should be >= 0"]),
+    # Two problems at once: both named, in one error.
+    ("--config.data.sft_sort_window=-1 --config.eval.every=-3",
+     ["data.sft_sort_window=-1 should be >= 0", "eval.every=-3 should be >= 0"]),
 ], ids=["misspelled", "wrong_type", "inconsistent", "unknown_reward",
         "negative_count", "two_hop_without_renamed_worlds",
         "negative_perturbed_worlds",

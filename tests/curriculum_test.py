@@ -80,3 +80,31 @@ def test_a_branch_from_a_checkpoint_without_the_stages_row_evaluates_it(
   assert calls == ["a", "b"]
   np.testing.assert_allclose([p for _, p in _rows(rows)],
                              [p for _, p in uninterrupted[1:]], rtol=1e-6)
+
+
+def test_eval_every_adds_rows_within_a_stage_that_survive_a_resume(
+    tmp_path, uninterrupted):
+  every = lambda workdir, fn: Trainer(
+      model=testing.tiny_model(TOK.vocab_size, layers=1), tokenizer=TOK,
+      make_sampler=None, tags=None, reward_tags=None, stages=STAGES,
+      datasets={"texts": EXAMPLES}, prompt_fn=None, rl=RLSettings(),
+      workdir=str(workdir), eval_fn=fn, eval_every=2, checkpoint_every=2,
+      tensorboard=False, seq_len=32)
+  calls = []
+  with pytest.raises(Crash):  # after the row "a@2" and its step's checkpoint
+    every(tmp_path, _recording(calls, crash_at="a")).run()
+  assert calls == ["start", "a@2", "a"]
+  calls.clear()
+  rows = _rows(every(tmp_path, _recording(calls)).run())
+  # Stage b's second step is its last: its row is "b", not "b@2".
+  assert calls == ["a", "b"]
+  assert [a for a, _ in rows] == ["start", "a@2", "a", "b"]
+  # The stage-end rows are the run's without eval_every; "a@2" lies between.
+  np.testing.assert_allclose([p for a, p in rows if "@" not in a],
+                             [p for _, p in uninterrupted], rtol=1e-6)
+  assert len({p for _, p in rows}) == 4
+  with pytest.raises(ValueError, match="eval_every=-1"):
+    Trainer(model=None, tokenizer=TOK, make_sampler=None, tags=None,
+            reward_tags=None, stages=STAGES, datasets={"texts": EXAMPLES},
+            prompt_fn=None, rl=RLSettings(), workdir=str(tmp_path),
+            eval_every=-1)

@@ -144,6 +144,8 @@ class Trainer:
     workdir: checkpoints, metrics.jsonl, TensorBoard, traces, plots.
     eval_fn: optional, (trainer, stage name) -> dict of metrics, run after
       each stage and before the first.
+    eval_every: also evaluate every this many steps within a stage, as the
+      row "NAME@STEP" (the stage's step; 0: only at the stages' ends).
     seq_len: sequence length of pretrain / sft batches.
     seed: the run's seed.
     mesh: device mesh (None: one device).
@@ -171,6 +173,7 @@ class Trainer:
   workdir: str
   optim: OptimConfig = OptimConfig()
   eval_fn: Callable[["Trainer", str], dict[str, float]] | None = None
+  eval_every: int = 0
   seq_len: int = 256
   seed: int = 0
   mesh: Any = None
@@ -185,6 +188,9 @@ class Trainer:
     names = [s.name for s in self.stages]
     if len(set(names)) != len(names):
       raise ValueError(f"stage names must be unique: {names}")
+    if self.eval_every < 0:
+      raise ValueError(f"eval_every={self.eval_every}: expected >= 0 "
+                       "(0: evaluate only at the stages' ends)")
     for s in self.stages:
       if s.data not in self.datasets:
         raise ValueError(f"stage {s.name!r}: data={s.data!r} is not one of "
@@ -249,6 +255,9 @@ class Trainer:
           # Evaluated before the stage's last checkpoint, which then holds
           # the row: a run resumed or branched there keeps it.
           self._evaluate_missing(stage.name, writer, global_step)
+        elif self.eval_every and (step + 1) % self.eval_every == 0:
+          self._evaluate_missing(f"{stage.name}@{step + 1}", writer,
+                                 global_step)
         if last or global_step % self.checkpoint_every == 0:
           positions[stage.name] = iterator.state()
           self._save(ckpt, global_step, si, step + 1, positions)
