@@ -103,6 +103,7 @@ def test_eval_every_adds_rows_within_a_stage_that_survive_a_resume(
   np.testing.assert_allclose([p for a, p in rows if "@" not in a],
                              [p for _, p in uninterrupted], rtol=1e-6)
   assert len({p for _, p in rows}) == 4
+  assert (tmp_path / "eval_curves.png").stat().st_size > 0
   with pytest.raises(ValueError, match="eval_every=-1"):
     Trainer(model=None, tokenizer=TOK, make_sampler=None, tags=None,
             reward_tags=None, stages=STAGES, datasets={"texts": EXAMPLES},

@@ -50,6 +50,10 @@ SUMMARY_COLUMNS = ("reward", "em", "f1", "retrievals", "em/internal", "retrieval
                    "em/corpus", "retrievals/corpus", "em/1hop", "em/2hop",
                    "em/chained", "em/comparison", "answered", "knows/internal", "knows/corpus", "n")
 
+# eval_curves.png (with eval_every), where a run has them.
+EVAL_CURVE_KEYS = ("em", "em/1hop", "em/2hop", "retrievals",
+                   "retrievals/internal", "reward")
+
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -145,7 +149,8 @@ class Trainer:
     eval_fn: optional, (trainer, stage name) -> dict of metrics, run after
       each stage and before the first.
     eval_every: also evaluate every this many steps within a stage, as the
-      row "NAME@STEP" (the stage's step; 0: only at the stages' ends).
+      row "NAME@STEP" (the stage's step; 0: only at the stages' ends); the
+      run then also plots every evaluation against the step (eval_curves.png).
     seq_len: sequence length of pretrain / sft batches.
     seed: the run's seed.
     mesh: device mesh (None: one device).
@@ -452,7 +457,7 @@ class Trainer:
     m = self.eval_fn(self, after)
     writer.write(global_step, {f"eval/{k}": v for k, v in m.items()
                                if isinstance(v, (int, float))}, stage=after)
-    self.eval_rows.append(dict(m, after=after))
+    self.eval_rows.append(dict(m, after=after, step=global_step))
 
   def _evaluate_missing(self, after: str, writer, global_step: int):
     if self.eval_fn is not None and not any(
@@ -543,7 +548,22 @@ class Trainer:
       (self.workdir / "summary.md").write_text(table + "\n")
       metrics_lib.save_table_png(self.eval_rows, cols,
                                  self.workdir / "summary.png", "evaluation")
+      if any("@" in str(r["after"]) for r in self.eval_rows):
+        self._plot_evaluations()
       print(table)
+
+
+  def _plot_evaluations(self):
+    """eval_curves.png: the held-out metrics against the step, one point per
+    evaluation (within stages with eval_every, and at each stage's end)."""
+    rows = [dict(r, stage=str(r["after"]).split("@")[0]) for r in self.eval_rows
+            if "step" in r]  # rows from checkpoints before steps were kept
+    keys = [k for k in EVAL_CURVE_KEYS if any(k in r for r in rows)] or sorted(
+        {k for r in rows for k, v in r.items() if k not in ("step", "n")
+         and isinstance(v, (int, float)) and not isinstance(v, bool)})
+    if len(rows) > 1 and keys:
+      metrics_lib.plot_curves(rows, self.workdir / "eval_curves.png", keys=keys,
+                              title="held-out evaluation", smooth=1)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
