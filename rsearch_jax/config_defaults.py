@@ -90,7 +90,8 @@ The config reference (README "Config reference" mirrors this):
                       tokenizer trained on them and the scripted cold start
   eval.num_questions / batch_size / file (a QA JSONL; real-model runs)
   eval.every          also evaluate every this many steps within a stage (a
-                      summary row "NAME@STEP"; 0: after each stage only)
+                      summary row "NAME@STEP", and every evaluation plotted
+                      in eval_curves.png; 0: after each stage only)
   eval.rewards        rewards scoring held-out rollouts ("" = the last RL
                       stage's), reported as eval/reward
   log.checkpoint_every / trace_every / tensorboard

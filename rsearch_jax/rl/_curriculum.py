@@ -552,7 +552,6 @@ class Trainer:
         self._plot_evaluations()
       print(table)
 
-
   def _plot_evaluations(self):
     """eval_curves.png: the held-out metrics against the step, one point per
     evaluation (within stages with eval_every, and at each stage's end)."""
