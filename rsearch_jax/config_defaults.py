@@ -63,6 +63,9 @@ The config reference (README "Config reference" mirrors this):
   data.sft_search_internal  without sft_search_all, the share of the
                       trajectories (in the world and its perturbed copies)
                       that search every fact, the internal ones too
+  data.sft_restate    the scripted agent restates a chained question after
+                      its first hop, as the 1-hop question that remains
+                      (synthetic.scripted_trajectory's `restate`)
   data.sft_own_world  the cold start includes sft_examples trajectories in
                       the world itself (synthetic; False: only in the
                       renamed / perturbed worlds)
@@ -151,7 +154,8 @@ def base(method: str) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       source="r1_searcher", dir="../shared/data/r1_searcher", seq_len=256,
       sft_examples=64, sft_own_world=True, sft_one_hop_only=True,
-      sft_search_all=True, sft_search_internal=0.0,
+      sft_search_all=True, sft_search_internal=0.0, sft_restate=False,
+      sft_premature=0.0,
       sft_renamed_worlds=0, sft_perturbed_worlds=0, sft_renamed_two_hop=0,
       whole_word_names=False,
       copy_examples=0, pretrain_shuffles=1, sft_rehearsal=0,

@@ -88,9 +88,9 @@ def validate(cfg) -> None:
                     ">= 0 (0: no chunking)")
   if cfg.rl.fit_multiple < 0:
     problems.append(f"rl.fit_multiple={cfg.rl.fit_multiple} must be >= 0")
-  if not 0 <= cfg.data.sft_search_internal <= 1:
-    problems.append(f"data.sft_search_internal={cfg.data.sft_search_internal} "
-                    "must be in [0, 1]")
+  for name in ("sft_search_internal", "sft_premature"):
+    if not 0 <= cfg.data[name] <= 1:
+      problems.append(f"data.{name}={cfg.data[name]} must be in [0, 1]")
   if cfg.rl.loss.mem_coef > 0 and cfg.rl.memorization == "none":
     problems.append("rl.loss.mem_coef > 0 needs rl.memorization='rule' or 'policy'")
   if cfg.rl.loss.kl_kind == "k1_reward" and cfg.rl.advantage != "reinforce_pp":
@@ -331,7 +331,9 @@ def _synthetic(cfg, mesh):
         out += _scripted(other, synthetic.sft_questions(
             pool, len(pool), one_hop_only=False, seed=seed),
             prompt_fn, search, style, search_all, n,
-            search_internal=cfg.data.sft_search_internal, seed=seed)
+            search_internal=cfg.data.sft_search_internal,
+            restate=cfg.data.sft_restate,
+            premature=cfg.data.sft_premature, seed=seed)
     return out
 
   # Counterfactual worlds (names shuffled): their answers must be read.
@@ -438,6 +440,7 @@ def _sft_examples(cfg, world, train, prompt_fn, search, style):
   out = _scripted(world, candidates, prompt_fn, search, style,
                   cfg.data.sft_search_all, n,
                   search_internal=cfg.data.sft_search_internal,
+                  restate=cfg.data.sft_restate,
                   seed=cfg.world.seed)
   if len(out) < n:
     raise ValueError(f"data.sft_examples={n}: only {len(out)} scripted "
@@ -447,7 +450,8 @@ def _sft_examples(cfg, world, train, prompt_fn, search, style):
 
 
 def _scripted(world, questions, prompt_fn, search, style, search_all, n, *,
-              search_internal: float = 0.0, seed: int = 0):
+              search_internal: float = 0.0, restate: bool = False,
+              premature: float = 0.0, seed: int = 0):
   """Up to n (prompt, segments) trajectories, skipping the questions whose
   search block misses a hop's fact. Without search_all, each trajectory
   searches every fact, internal ones too, with probability search_internal
@@ -457,9 +461,11 @@ def _scripted(world, questions, prompt_fn, search, style, search_all, n, *,
   out = []
   for q in questions:
     every = rng.random() < search_internal
+    short = premature > 0 and q.kind == "2hop" and rng.random() < premature
     try:
       segs = synthetic.scripted_trajectory(q, world, style, search,
-                                           search_all=search_all or every)
+                                           search_all=search_all or every,
+                                           restate=restate, premature=short)
     except ValueError:
       continue
     out.append((prompt_fn(q.question), segs))

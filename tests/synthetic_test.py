@@ -139,6 +139,7 @@ _QUESTION_PATTERNS = [
     (rf"(?:In what year|When) was {_X} born\?", ("byear",)),
     (rf"Who is {_X} married to\?", ("spouse",)),
     (rf"Who is the spouse of {_X}\?", ("spouse",)),
+    (rf"Who is married to {_X}\?", ("spouse",)),
     (rf"Who (?:directed|was the director of) {_X}\?", ("director",)),
     (rf"(?:In what year|When) was {_X} released\?", ("released",)),
     (rf"Who (?:founded|was the founder of) {_X}\?", ("founder",)),
@@ -658,3 +659,56 @@ def test_comparison_trajectory_orders_the_years_before_answering(world, splits,
     own = "".join(t for t, r in segments if not r)
     years = sorted(int(f.object) for f in q.facts)
     assert f" {years[0]} is before {years[1]}. So the answer is {q.answers[0]}." in own
+
+
+def test_restated_chained_trajectory_asks_the_remaining_one_hop_question(
+    world, splits, retriever, doc_facts):
+  """With restate=True the agent, after a chained question's first hop,
+  writes the 1-hop question that remains (parsed here from its phrasing
+  alone): it asks about the bridge and has the chained question's answer;
+  then it continues as a 1-hop trajectory, and the trace stays well formed.
+  Other kinds are written as without restate."""
+  chained = [q for q in splits["train"] if q.kind == "2hop"]
+  assert len({re.sub(re.escape(q.entities[0]), "X", q.question)
+              for q in chained}) >= 10  # most templates
+  for q in chained:
+    segments = S.scripted_trajectory(
+        q, world, "r1pp", _block_search(retriever, "r1pp", []), restate=True)
+    own = "".join(t for t, r in segments if not r)
+    found = re.findall(r"\nQuestion: (.*?)\n", own)
+    assert len(found) == 1, own
+    answer, pairs, involved = _resolve(found[0], doc_facts)
+    assert len(pairs) == 1 and answer == q.answers[0], (q.question, found[0])
+    _, chain_pairs, _ = _resolve(q.question, doc_facts)
+    bridge = (set(chain_pairs[0]) - {q.entities[0]}).pop()
+    assert bridge in found[0] and q.entities[0] not in found[0]
+    assert own.index(found[0]) > own.index(bridge)  # after the first hop
+    trace = rewards.parse_trace(segments, rewards.R1PP_TAGS)
+    assert trace.well_formed and trace.answer == q.answers[0]
+  for q in [q for q in splits["train"] if q.kind != "2hop"][:20]:
+    search = _block_search(retriever, "r1pp", [])
+    assert (S.scripted_trajectory(q, world, "r1pp", search, restate=True)
+            == S.scripted_trajectory(q, world, "r1pp", search))
+  with pytest.raises(ValueError, match="chained"):
+    S.reduced_question(next(q for q in splits["train"] if q.kind == "1hop"), "X")
+
+
+def test_premature_agent_answers_a_chained_question_with_its_bridge(
+    world, splits, retriever, doc_facts):
+  """premature=True: the imperfect agent stops after a chained question's
+  first hop and answers the bridge it found, which is wrong; other kinds
+  are unaffected."""
+  for q in [q for q in splits["train"] if q.kind == "2hop"][:30]:
+    log = []
+    segments = S.scripted_trajectory(
+        q, world, "r1", _block_search(retriever, "r1", log), search_all=True,
+        premature=True)
+    trace = rewards.parse_trace(segments, rewards.R1_TAGS)
+    _, pairs, _ = _resolve(q.question, doc_facts)
+    bridge = (set(pairs[0]) - {q.entities[0]}).pop()
+    assert trace.well_formed and trace.answer == bridge != q.answers[0]
+    assert len(log) == 1 and trace.num_retrievals == 1
+  for q in [q for q in splits["train"] if q.kind != "2hop"][:20]:
+    search = _block_search(retriever, "r1", [])
+    assert (S.scripted_trajectory(q, world, "r1", search, premature=True)
+            == S.scripted_trajectory(q, world, "r1", search))

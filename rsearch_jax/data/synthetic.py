@@ -1018,9 +1018,32 @@ def contradicts_internal(question: Question, asked_in: World,
   return False
 
 
+# The first hop's phrase in a chained question, around its named entity.
+_FIRST_HOP = re.compile(r"the (?:director of (?:the film )?|founder of "
+                        r"(?:the company )?|spouse of |company founded by )")
+
+
+def reduced_question(question: Question, bridge: str) -> str:
+  """A chained question with its first hop answered: the phrase naming the
+  bridge ("the director of the film F") replaced by the bridge's name, which
+  leaves a 1-hop question ("Where was the director of F born?" -> "Where was
+  X born?")."""
+  if question.kind != "2hop":
+    raise ValueError(f"question {question.id}: only a chained (2hop) question "
+                     "has a first hop to replace")
+  named = re.escape(question.entities[0])
+  m = re.search(_FIRST_HOP.pattern + named, question.question)
+  if m is None:
+    raise ValueError(f"question {question.id}: no first-hop phrase before "
+                     f"{question.entities[0]!r} in {question.question!r}")
+  return question.question[:m.start()] + bridge + question.question[m.end():]
+
+
 def scripted_trajectory(question: Question, world: World, style: str,
                         search: Callable[[str], str], *,
-                        search_all: bool = False) -> list[tuple[str, bool]]:
+                        search_all: bool = False,
+                        restate: bool = False,
+                        premature: bool = False) -> list[tuple[str, bool]]:
   """A scripted completion of `prompt(question, style)`, as segments.
 
   Args:
@@ -1031,6 +1054,13 @@ def scripted_trajectory(question: Question, world: World, style: str,
     search: query -> the exact document block (with its tags) the sampler
       would splice after the query.
     search_all: search every fact, internal ones too (an imperfect agent).
+    restate: on a chained question, after the first hop the agent writes the
+      question that remains, with the first hop's phrase replaced by its
+      answer ("\nQuestion: Who is the spouse of X?\n", `reduced_question`),
+      then answers that 1-hop question as a 1-hop trajectory would.
+    premature: on a chained question, the agent answers after the first hop
+      with the bridge it found (a wrong answer): the imperfect agent that
+      stops one hop short.
 
   Returns:
     [(text, is_retrieved), ...]: the agent's own text (False) alternating
@@ -1050,9 +1080,17 @@ def scripted_trajectory(question: Question, world: World, style: str,
       segments.append(("".join(text), False))
       text.clear()
 
-  for i, hop in enumerate(_hops_of(question, world)):
+  hops = _hops_of(question, world)
+  answer = question.answers[0]
+  if premature and question.kind == "2hop":
+    hops, answer = hops[:1], hops[0].target
+  for i, hop in enumerate(hops):
     need = _NEED[hop.relation].format(x=hop.start)
-    text.append(("" if i == 0 else " ") + need + " ")
+    if i and restate and question.kind == "2hop":
+      text.append(f"\nQuestion: {reduced_question(question, hop.start)}\n"
+                  + need + " ")
+    else:
+      text.append(("" if i == 0 else " ") + need + " ")
     sentence = world.sentence(hop.fact, about=hop.start)
     if world.is_internal(hop.fact) and not search_all:
       text.append(sentence if style == "r1" else
@@ -1072,7 +1110,6 @@ def scripted_trajectory(question: Question, world: World, style: str,
       raise ValueError(f"question {question.id}: the search for {query!r} did "
                        f"not return {hop.target!r}")
     text.append(" " + sentence)
-  answer = question.answers[0]
   if question.kind == "comparison":
     # The years in order first, then the name: one step at a time.
     years = sorted(int(f.object) for f in question.facts)
