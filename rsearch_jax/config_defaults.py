@@ -66,6 +66,9 @@ The config reference (README "Config reference" mirrors this):
   data.sft_restate    the scripted agent restates a chained question after
                       its first hop, as the 1-hop question that remains
                       (synthetic.scripted_trajectory's `restate`)
+  data.sft_premature  the share of the cold start's chained trajectories in
+                      which the agent stops after the first hop and answers
+                      the bridge (wrong): an agent that stops one hop short
   data.sft_own_world  the cold start includes sft_examples trajectories in
                       the world itself (synthetic; False: only in the
                       renamed / perturbed worlds)

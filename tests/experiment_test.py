@@ -3,12 +3,14 @@ trajectories in renamed worlds, the whole-word tokenizer, the RL questions
 the cold start left out, and the question splits read through a seqio Task
 (the same questions, in the same order, as the world's splits)."""
 
+import collections
 import importlib.util
 import json
 import pathlib
 import re
 
 import jax
+import pytest
 
 from rsearch_jax import eval as eval_lib
 from rsearch_jax import experiment, sharding
@@ -364,3 +366,42 @@ def test_the_run_seed_keeps_the_worlds_data(tmp_path):
   assert d1["sft"] == d0["sft"] and d1["pretrain"] == d0["pretrain"]
   assert d1["copy"] != d0["copy"]  # training data drawn with the run's seed
   assert [q.question for q in e2] != [q.question for q in e0]
+
+
+def test_restating_and_premature_agents_reach_the_cold_start(tmp_path):
+  """data.sft_restate / data.sft_premature: in the renamed copies' chained
+  trajectories, a share (about sft_premature) answers the bridge after the
+  first hop, the others restate the remaining 1-hop question and answer
+  right; no other trajectory restates. Shares outside [0, 1] are config
+  errors that name the field."""
+  cfg = _config(tmp_path, sft_renamed_worlds=6, sft_renamed_two_hop=12,
+                sft_examples=4, sft_restate=True, sft_premature=0.5)
+  mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+  _, _, _, datasets, prompt_fn, _ = experiment._synthetic(cfg, mesh)
+  world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
+  splits = synthetic.make_splits(world, seed=cfg.world.seed)
+  keep = {e for q in splits["heldout_entities"] for e in q.entities}
+  kinds, golds = {}, collections.defaultdict(set)
+  for k in range(6):  # a kept name's question can recur across copies
+    for q in world.renamed(k, keep=keep).questions():
+      kinds[prompt_fn(q.question)] = q.kind
+      golds[prompt_fn(q.question)].add(q.answers[0])
+  short = restated = 0
+  for prompt, segments in datasets["sft"]:
+    own = "".join(t for t, r in segments if isinstance(t, str) and not r)
+    if kinds.get(prompt) != "2hop":
+      assert "\nQuestion:" not in own
+      continue
+    if "\nQuestion:" in own:
+      assert own.count("\nQuestion:") == 1 and own.count("I need") == 2
+      assert _answer(segments) in golds[prompt]
+      restated += 1
+    else:
+      assert own.count("I need") == 1
+      assert _answer(segments) not in golds[prompt]
+      short += 1
+  assert short >= 4 and restated >= 4, (short, restated)
+  assert 0.25 <= short / (short + restated) <= 0.75
+  cfg = _config(tmp_path / "bad", sft_premature=-0.1)
+  with pytest.raises(ValueError, match=r"data.sft_premature=-0.1"):
+    experiment.validate(cfg)
