@@ -13,7 +13,8 @@ The config reference (README "Config reference" mirrors this):
   stages.NAME.steps / batch_size / learning_rate / warmup_steps
   stages.NAME.data    dataset key ("pretrain", "sft", "train", "stage_1", ...;
                       synthetic "train_unseen": the training questions the
-                      world's own cold-start trajectories did not script)
+                      world's own cold-start trajectories did not script,
+                      "train_chained": the chained (2-hop) ones among them)
   stages.NAME.rewards comma-separated reward names (rsearch_jax.rewards)
   model.path          "asset:NAME", .gguf file or HF dir (real models);
                       "scratch" for the demo's tiny model

@@ -386,9 +386,12 @@ def _synthetic(cfg, mesh):
   # trajectory shares a text, not an answer, with the world's question, so
   # only the world's own trajectories are left out.
   scripted = {prompt for prompt, _ in own}
+  unseen = [q for q in splits["train"] if prompt_fn(q.question) not in scripted]
+  # R1-Searcher trains its RL on the questions that need several retrievals:
+  # "train_chained" keeps the unseen chained (2-hop) ones.
   datasets = {"pretrain": pretrain, "sft": sft, "train": splits["train"],
-              "train_unseen": [q for q in splits["train"]
-                               if prompt_fn(q.question) not in scripted]}
+              "train_unseen": unseen,
+              "train_chained": [q for q in unseen if q.kind == "2hop"]}
   if cfg.data.copy_examples:
     datasets["copy"] = copying.copy_examples(
         cfg.data.copy_examples, tok.text_piece_ids(), tok.eos_id, seed=cfg.seed)

@@ -158,6 +158,15 @@ def test_train_unseen_holds_the_questions_the_cold_start_did_not_script(tmp_path
   # The cold start is 1-hop only, so every multi-hop question stays for RL.
   assert sum(q.hops == 2 for q in datasets["train_unseen"]) == sum(
       q.hops == 2 for q in train)
+  # train_chained: those of them that chain two facts, told from the text
+  # alone: two relation words ("Where was the spouse of X born?"), where a
+  # 1-hop question has one and a comparison names two entities with "or".
+  words = re.compile(r"\b(?:director|founder|founded|spouse|married|born|"
+                     r"headquartered|based)\b")
+  assert datasets["train_chained"] == [
+      q for q in datasets["train_unseen"]
+      if len(words.findall(q.question)) == 2 and " or " not in q.question]
+  assert len(datasets["train_chained"]) >= 10
 
 
 def _fields(q):
