@@ -387,7 +387,7 @@ def _synthetic(cfg, mesh):
   # only the world's own trajectories are left out.
   scripted = {prompt for prompt, _ in own}
   unseen = [q for q in splits["train"] if prompt_fn(q.question) not in scripted]
-  # R1-Searcher trains its RL on the questions that need several retrievals:
+  # R1-Searcher's RL questions are multi-hop ones picked by difficulty;
   # "train_chained" keeps the unseen chained (2-hop) ones.
   datasets = {"pretrain": pretrain, "sft": sft, "train": splits["train"],
               "train_unseen": unseen,
