@@ -444,7 +444,7 @@ def _sft_examples(cfg, world, train, prompt_fn, search, style):
                   cfg.data.sft_search_all, n,
                   search_internal=cfg.data.sft_search_internal,
                   restate=cfg.data.sft_restate,
-                  seed=cfg.world.seed)
+                  premature=cfg.data.sft_premature, seed=cfg.world.seed)
   if len(out) < n:
     raise ValueError(f"data.sft_examples={n}: only {len(out)} scripted "
                      "trajectories found their facts; raise sampling.doc_tokens "

@@ -1018,9 +1018,9 @@ def contradicts_internal(question: Question, asked_in: World,
   return False
 
 
-# The first hop's phrase in a chained question, around its named entity.
-_FIRST_HOP = re.compile(r"the (?:director of (?:the film )?|founder of "
-                        r"(?:the company )?|spouse of |company founded by )")
+# The first hop's phrase in a chained question, before its named entity.
+_FIRST_HOP = (r"the (?:director of (?:the film )?|founder of (?:the company )?"
+              r"|spouse of |company founded by )")
 
 
 def reduced_question(question: Question, bridge: str) -> str:
@@ -1032,7 +1032,7 @@ def reduced_question(question: Question, bridge: str) -> str:
     raise ValueError(f"question {question.id}: only a chained (2hop) question "
                      "has a first hop to replace")
   named = re.escape(question.entities[0])
-  m = re.search(_FIRST_HOP.pattern + named, question.question)
+  m = re.search(_FIRST_HOP + named, question.question)
   if m is None:
     raise ValueError(f"question {question.id}: no first-hop phrase before "
                      f"{question.entities[0]!r} in {question.question!r}")
@@ -1056,7 +1056,7 @@ def scripted_trajectory(question: Question, world: World, style: str,
     search_all: search every fact, internal ones too (an imperfect agent).
     restate: on a chained question, after the first hop the agent writes the
       question that remains, with the first hop's phrase replaced by its
-      answer ("\nQuestion: Who is the spouse of X?\n", `reduced_question`),
+      answer ("\\nQuestion: Who is the spouse of X?\\n", `reduced_question`),
       then answers that 1-hop question as a 1-hop trajectory would.
     premature: on a chained question, the agent answers after the first hop
       with the bridge it found (a wrong answer): the imperfect agent that
