@@ -14,7 +14,8 @@ The config reference (README "Config reference" mirrors this):
   stages.NAME.data    dataset key ("pretrain", "sft", "train", "stage_1", ...;
                       synthetic "train_unseen": the training questions the
                       world's own cold-start trajectories did not script,
-                      "train_chained": the chained (2-hop) ones among them)
+                      "train_chained": the chained (2-hop) ones among them,
+                      "train_multihop": the chained and comparison ones)
   stages.NAME.rewards comma-separated reward names (rsearch_jax.rewards)
   model.path          "asset:NAME", .gguf file or HF dir (real models);
                       "scratch" for the demo's tiny model
@@ -64,9 +65,13 @@ The config reference (README "Config reference" mirrors this):
   data.sft_search_internal  without sft_search_all, the share of the
                       trajectories (in the world and its perturbed copies)
                       that search every fact, the internal ones too
-  data.sft_restate    the scripted agent restates a chained question after
-                      its first hop, as the 1-hop question that remains
-                      (synthetic.scripted_trajectory's `restate`)
+  data.sft_restate    "none" | "chained" | "every_hop": "chained", the
+                      scripted agent restates a chained question after its
+                      first hop, as the 1-hop question that remains;
+                      "every_hop", after every hop of every question it
+                      writes the question that remains, so each choice
+                      between searching again and answering follows a
+                      question (synthetic.scripted_trajectory's `restate`)
   data.sft_premature  the share of the cold start's chained trajectories in
                       which the agent stops after the first hop and answers
                       the bridge (wrong): an agent that stops one hop short
@@ -158,7 +163,7 @@ def base(method: str) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       source="r1_searcher", dir="../shared/data/r1_searcher", seq_len=256,
       sft_examples=64, sft_own_world=True, sft_one_hop_only=True,
-      sft_search_all=True, sft_search_internal=0.0, sft_restate=False,
+      sft_search_all=True, sft_search_internal=0.0, sft_restate="none",
       sft_premature=0.0,
       sft_renamed_worlds=0, sft_perturbed_worlds=0, sft_renamed_two_hop=0,
       whole_word_names=False,

@@ -128,11 +128,14 @@ def validate(cfg) -> None:
 
 def _bad_choices(cfg) -> list[str]:
   """A problem for each field whose value is not one of its allowed names."""
+  from rsearch_jax.data import synthetic as synthetic_lib
   fields = [("rl.advantage", cfg.rl.advantage, rl_lib.ADVANTAGE_METHODS),
             ("rl.memorization", cfg.rl.memorization, rl_lib.MEMORIZATIONS),
             ("rl.loss.aggregation", cfg.rl.loss.aggregation,
              rl_lib.AGGREGATIONS),
-            ("rl.loss.kl_kind", cfg.rl.loss.kl_kind, rl_lib.LOSS_KL_KINDS)]
+            ("rl.loss.kl_kind", cfg.rl.loss.kl_kind, rl_lib.LOSS_KL_KINDS),
+            ("data.sft_restate", cfg.data.sft_restate,
+             synthetic_lib.RESTATE_MODES)]
   fields += [(f"stages.{n}.kind", st.kind, rl_lib.STAGE_KINDS)
              for n, st in cfg.stages.items()]
   return [f"{field}={value!r} is not one of {', '.join(map(repr, allowed))}"
@@ -388,10 +391,12 @@ def _synthetic(cfg, mesh):
   scripted = {prompt for prompt, _ in own}
   unseen = [q for q in splits["train"] if prompt_fn(q.question) not in scripted]
   # R1-Searcher's RL questions are multi-hop ones picked by difficulty;
-  # "train_chained" keeps the unseen chained (2-hop) ones.
+  # "train_chained" keeps the unseen chained (2-hop) ones, "train_multihop"
+  # the unseen chained and comparison ones.
   datasets = {"pretrain": pretrain, "sft": sft, "train": splits["train"],
               "train_unseen": unseen,
-              "train_chained": [q for q in unseen if q.kind == "2hop"]}
+              "train_chained": [q for q in unseen if q.kind == "2hop"],
+              "train_multihop": [q for q in unseen if q.kind != "1hop"]}
   if cfg.data.copy_examples:
     datasets["copy"] = copying.copy_examples(
         cfg.data.copy_examples, tok.text_piece_ids(), tok.eos_id, seed=cfg.seed)
@@ -453,7 +458,7 @@ def _sft_examples(cfg, world, train, prompt_fn, search, style):
 
 
 def _scripted(world, questions, prompt_fn, search, style, search_all, n, *,
-              search_internal: float = 0.0, restate: bool = False,
+              search_internal: float = 0.0, restate: str = "none",
               premature: float = 0.0, seed: int = 0):
   """Up to n (prompt, segments) trajectories, skipping the questions whose
   search block misses a hop's fact. Without search_all, each trajectory

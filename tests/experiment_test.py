@@ -167,6 +167,11 @@ def test_train_unseen_holds_the_questions_the_cold_start_did_not_script(tmp_path
       q for q in datasets["train_unseen"]
       if len(words.findall(q.question)) == 2 and " or " not in q.question]
   assert len(datasets["train_chained"]) >= 10
+  # train_multihop: the chained ones and the comparisons ("A or B?").
+  assert datasets["train_multihop"] == [
+      q for q in datasets["train_unseen"]
+      if q in datasets["train_chained"] or " or " in q.question]
+  assert len(datasets["train_multihop"]) >= 2 * len(datasets["train_chained"]) - 5
 
 
 def _fields(q):
@@ -384,7 +389,7 @@ def test_restating_and_premature_agents_reach_the_cold_start(tmp_path):
   right; no other trajectory restates. Shares outside [0, 1] are config
   errors that name the field."""
   cfg = _config(tmp_path, sft_renamed_worlds=6, sft_renamed_two_hop=12,
-                sft_examples=4, sft_restate=True, sft_premature=0.5)
+                sft_examples=4, sft_restate="chained", sft_premature=0.5)
   mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
   _, _, _, datasets, prompt_fn, _ = experiment._synthetic(cfg, mesh)
   world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
@@ -413,4 +418,8 @@ def test_restating_and_premature_agents_reach_the_cold_start(tmp_path):
   assert 0.25 <= short / (short + restated) <= 0.75
   cfg = _config(tmp_path / "bad", sft_premature=-0.1)
   with pytest.raises(ValueError, match=r"data.sft_premature=-0.1"):
+    experiment.validate(cfg)
+  cfg = _config(tmp_path / "bad", sft_restate="sometimes")
+  with pytest.raises(ValueError, match=r"data.sft_restate='sometimes' is not "
+                     r"one of 'none', 'chained', 'every_hop'"):
     experiment.validate(cfg)

@@ -663,7 +663,7 @@ def test_comparison_trajectory_orders_the_years_before_answering(world, splits,
 
 def test_restated_chained_trajectory_asks_the_remaining_one_hop_question(
     world, splits, retriever, doc_facts):
-  """With restate=True the agent, after a chained question's first hop,
+  """With restate="chained" the agent, after a chained question's first hop,
   writes the 1-hop question that remains (parsed here from its phrasing
   alone): it asks about the bridge and has the chained question's answer;
   then it continues as a 1-hop trajectory, and the trace stays well formed.
@@ -673,7 +673,7 @@ def test_restated_chained_trajectory_asks_the_remaining_one_hop_question(
               for q in chained}) >= 10  # most templates
   for q in chained:
     segments = S.scripted_trajectory(
-        q, world, "r1pp", _block_search(retriever, "r1pp", []), restate=True)
+        q, world, "r1pp", _block_search(retriever, "r1pp", []), restate="chained")
     own = "".join(t for t, r in segments if not r)
     found = re.findall(r"\nQuestion: (.*?)\n", own)
     assert len(found) == 1, own
@@ -687,10 +687,52 @@ def test_restated_chained_trajectory_asks_the_remaining_one_hop_question(
     assert trace.well_formed and trace.answer == q.answers[0]
   for q in [q for q in splits["train"] if q.kind != "2hop"][:20]:
     search = _block_search(retriever, "r1pp", [])
-    assert (S.scripted_trajectory(q, world, "r1pp", search, restate=True)
+    assert (S.scripted_trajectory(q, world, "r1pp", search, restate="chained")
             == S.scripted_trajectory(q, world, "r1pp", search))
   with pytest.raises(ValueError, match="chained"):
     S.reduced_question(next(q for q in splits["train"] if q.kind == "1hop"), "X")
+
+
+def test_every_hop_agent_restates_what_remains_after_each_hop(
+    world, splits, retriever, doc_facts):
+  """restate="every_hop": after each hop of every kind the agent writes the
+  question that remains (1-hop and comparison: the question itself;
+  chained: the 1-hop question about the bridge, parsed here from its
+  phrasing), and the next words are the next hop's or the conclusion. With
+  the restated lines cut out, the trace is the plain agent's."""
+  for style, search_all in (("r1", True), ("r1pp", False)):
+    for q in splits["train"]:
+      search = _block_search(retriever, style, [])
+      segments = S.scripted_trajectory(q, world, style, search,
+                                       search_all=search_all,
+                                       restate="every_hop")
+      own = "".join(t for t, r in segments if not r)
+      found = re.findall(r"\nQuestion: (.*?)\n", own)
+      assert len(found) == q.hops, own
+      if q.kind == "2hop":
+        _, chain_pairs, _ = _resolve(q.question, doc_facts)
+        bridge = (set(chain_pairs[0]) - {q.entities[0]}).pop()
+        for text in found:
+          answer, pairs, _ = _resolve(text, doc_facts)
+          assert len(pairs) == 1 and answer == q.answers[0], (q.question, text)
+          assert bridge in text and q.entities[0] not in text
+      else:
+        assert found == [q.question] * q.hops
+      after = [own[m.end():] for m in re.finditer(r"\nQuestion: .*?\n", own)]
+      for text in after[:-1]:
+        assert text.startswith("I need"), text[:40]
+      assert after[-1].startswith(
+          "So the answer is" if q.kind != "comparison" else
+          "{} is before".format(min(int(f.object) for f in q.facts)))
+      plain = "".join(t for t, r in S.scripted_trajectory(
+          q, world, style, search, search_all=search_all) if not r)
+      assert re.sub(r"\nQuestion: .*?\n", " ", own) == plain
+      trace = rewards.parse_trace(segments, rewards.METHOD_TAGSETS[style])
+      assert trace.well_formed and trace.answer == q.answers[0]
+  q = splits["train"][0]
+  with pytest.raises(ValueError, match="restate='sometimes'"):
+    S.scripted_trajectory(q, world, "r1", _block_search(retriever, "r1", []),
+                          restate="sometimes")
 
 
 def test_premature_agent_answers_a_chained_question_with_its_bridge(

@@ -112,6 +112,7 @@ PathLike = str | os.PathLike
 RELATIONS = ("born_in", "birth_year", "married_to", "directed",
              "released_year", "founded", "headquartered_in")
 KINDS = ("1hop", "2hop", "comparison")
+RESTATE_MODES = ("none", "chained", "every_hop")
 STYLES = ("r1", "r1pp")
 INTERNAL_BEGIN, INTERNAL_END = "<internal>", "</internal>"
 THINK_BEGIN, THINK_END = "<think>", "</think>"
@@ -1042,7 +1043,7 @@ def reduced_question(question: Question, bridge: str) -> str:
 def scripted_trajectory(question: Question, world: World, style: str,
                         search: Callable[[str], str], *,
                         search_all: bool = False,
-                        restate: bool = False,
+                        restate: str = "none",
                         premature: bool = False) -> list[tuple[str, bool]]:
   """A scripted completion of `prompt(question, style)`, as segments.
 
@@ -1054,10 +1055,19 @@ def scripted_trajectory(question: Question, world: World, style: str,
     search: query -> the exact document block (with its tags) the sampler
       would splice after the query.
     search_all: search every fact, internal ones too (an imperfect agent).
-    restate: on a chained question, after the first hop the agent writes the
-      question that remains, with the first hop's phrase replaced by its
-      answer ("\\nQuestion: Who is the spouse of X?\\n", `reduced_question`),
-      then answers that 1-hop question as a 1-hop trajectory would.
+    restate: one of `RESTATE_MODES`.
+      "none": the agent goes from one hop to the next without restating.
+      "chained": on a chained question, after the first hop the agent writes
+        the question that remains, with the first hop's phrase replaced by
+        its answer ("\\nQuestion: Who is the spouse of X?\\n",
+        `reduced_question`), then answers that 1-hop question as a 1-hop
+        trajectory would.
+      "every_hop": after every hop of every question the agent writes the
+        question that remains (a 1-hop or comparison question: the question
+        itself; a chained one: `reduced_question`), then goes on to the next
+        hop or the answer. Each choice between searching again and
+        answering is then taken right after a question, not ~150 tokens of
+        documents away from the prompt's.
     premature: on a chained question, the agent answers after the first hop
       with the bridge it found (a wrong answer): the imperfect agent that
       stops one hop short.
@@ -1084,23 +1094,25 @@ def scripted_trajectory(question: Question, world: World, style: str,
   answer = question.answers[0]
   if premature and question.kind == "2hop":
     hops, answer = hops[:1], hops[0].target
-  for i, hop in enumerate(hops):
-    need = _NEED[hop.relation].format(x=hop.start)
-    if i and restate and question.kind == "2hop":
-      text.append(f"\nQuestion: {reduced_question(question, hop.start)}\n"
-                  + need + " ")
-    else:
-      text.append(("" if i == 0 else " ") + need + " ")
-    sentence = world.sentence(hop.fact, about=hop.start)
-    if world.is_internal(hop.fact) and not search_all:
-      text.append(sentence if style == "r1" else
-                  f"{INTERNAL_BEGIN}{sentence}{INTERNAL_END}")
-      continue
+  if restate not in RESTATE_MODES:
+    raise ValueError(f"restate={restate!r} is not one of "
+                     f"{', '.join(map(repr, RESTATE_MODES))}")
+
+  def say(words: str):
+    """Appends `words`, without its leading space right after a restated
+    question's new line."""
+    if words.startswith(" ") and text and text[-1].endswith("\n"):
+      words = words[1:]
+    text.append(words)
+
+  def search_hop(hop, sentence: str):
+    """The query (retried with the bare entity name when the block misses
+    the fact), the block, then the fact as the documents give it."""
     for attempt, query in enumerate((_QUERY[hop.relation].format(x=hop.start),
                                      hop.start)):
       if attempt:
-        text.append(" ")
-      text.append(f"{tags.query_begin}{query}{tags.query_end}")
+        say(" ")
+      say(f"{tags.query_begin}{query}{tags.query_end}")
       flush()
       block = search(query)
       segments.append((block, True))
@@ -1109,12 +1121,35 @@ def scripted_trajectory(question: Question, world: World, style: str,
     else:
       raise ValueError(f"question {question.id}: the search for {query!r} did "
                        f"not return {hop.target!r}")
-    text.append(" " + sentence)
+    say(" " + sentence)
+
+  def remaining(bridge: str) -> str:
+    if question.kind == "2hop" and not premature:
+      return reduced_question(question, bridge)
+    return question.question
+
+  for i, hop in enumerate(hops):
+    need = _NEED[hop.relation].format(x=hop.start)
+    if i and restate == "chained" and question.kind == "2hop":
+      say(f"\nQuestion: {reduced_question(question, hop.start)}\n"
+          + need + " ")
+    else:
+      say(("" if i == 0 else " ") + need + " ")
+    sentence = world.sentence(hop.fact, about=hop.start)
+    if world.is_internal(hop.fact) and not search_all:
+      say(sentence if style == "r1" else
+          f"{INTERNAL_BEGIN}{sentence}{INTERNAL_END}")
+    else:
+      search_hop(hop, sentence)
+    if restate == "every_hop":
+      say(f"\nQuestion: {remaining(hops[0].target)}\n")
   if question.kind == "comparison":
     # The years in order first, then the name: one step at a time.
     years = sorted(int(f.object) for f in question.facts)
-    text.append(f" {years[0]} is before {years[1]}.")
-  text.append(f" So the answer is {answer}.{THINK_END}\n"
-              f"{ANSWER_BEGIN}{answer}{ANSWER_END}")
+    say(f" {years[0]} is before {years[1]}.")
+  say(f" So the answer is {answer}.{THINK_END}\n"
+      f"{ANSWER_BEGIN}{answer}{ANSWER_END}")
   flush()
   return segments
+
+
