@@ -54,7 +54,7 @@ TINY = [
     "--config.rl.group_size=2", "--config.log.checkpoint_every=1",
     f"--config.log.trace_every={TRACE_STEP}",
     "--config.sampling.max_prompt_len=128", "--config.sampling.max_len=420",
-    "--config.sampling.max_new_tokens=96",
+    "--config.sampling.max_new_tokens=140",
     # Held-out rollouts scored with R1-Searcher's stage-1 reward (0.5 for a
     # search call, 0.5 for the think/answer format): partial credit that a
     # tiny model's cold start can earn.
