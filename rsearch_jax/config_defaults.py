@@ -245,8 +245,9 @@ def synthetic_demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.data.sft_restate = "every_hop"
   c.data.sft_rehearsal = 1000
   c.data.sft_sort_window = 16
-  # 1,400 steps: at 700 the restating cold start samples much worse
-  # (format penalty -0.84 a rollout against -0.41; docs/demo_history.md).
+  # 1,400 steps: at 700 a restating cold start (then restating chained
+  # questions only) sampled much worse (format penalty -0.84 a rollout
+  # against -0.41; docs/demo_history.md).
   c.stages.sft = stage("sft", 1400, "sft", 8, learning_rate=1e-3, warmup_steps=10)
   c.eval.num_questions = 88
   c.eval.batch_size = 44

@@ -1090,13 +1090,18 @@ def scripted_trajectory(question: Question, world: World, style: str,
       segments.append(("".join(text), False))
       text.clear()
 
+  if restate not in RESTATE_MODES:
+    raise ValueError(f"restate={restate!r} is not one of "
+                     f"{', '.join(map(repr, RESTATE_MODES))}")
   hops = _hops_of(question, world)
   answer = question.answers[0]
   if premature and question.kind == "2hop":
     hops, answer = hops[:1], hops[0].target
-  if restate not in RESTATE_MODES:
-    raise ValueError(f"restate={restate!r} is not one of "
-                     f"{', '.join(map(repr, RESTATE_MODES))}")
+  # What remains after a hop: a chained question's first hop answered
+  # leaves a 1-hop question; otherwise the question itself.
+  remaining = (reduced_question(question, hops[0].target)
+               if len(hops) == 2 and question.kind == "2hop"
+               else question.question)
 
   def say(words: str):
     """Appends `words`, without its leading space right after a restated
@@ -1123,26 +1128,17 @@ def scripted_trajectory(question: Question, world: World, style: str,
                        f"not return {hop.target!r}")
     say(" " + sentence)
 
-  def remaining(bridge: str) -> str:
-    if question.kind == "2hop" and not premature:
-      return reduced_question(question, bridge)
-    return question.question
-
   for i, hop in enumerate(hops):
-    need = _NEED[hop.relation].format(x=hop.start)
-    if i and restate == "chained" and question.kind == "2hop":
-      say(f"\nQuestion: {reduced_question(question, hop.start)}\n"
-          + need + " ")
-    else:
-      say(("" if i == 0 else " ") + need + " ")
+    say(("" if i == 0 else " ") + _NEED[hop.relation].format(x=hop.start) + " ")
     sentence = world.sentence(hop.fact, about=hop.start)
     if world.is_internal(hop.fact) and not search_all:
       say(sentence if style == "r1" else
           f"{INTERNAL_BEGIN}{sentence}{INTERNAL_END}")
     else:
       search_hop(hop, sentence)
-    if restate == "every_hop":
-      say(f"\nQuestion: {remaining(hops[0].target)}\n")
+    if restate == "every_hop" or (restate == "chained" and i + 1 < len(hops)
+                                  and question.kind == "2hop"):
+      say(f"\nQuestion: {remaining}\n")
   if question.kind == "comparison":
     # The years in order first, then the name: one step at a time.
     years = sorted(int(f.object) for f in question.facts)
@@ -1151,5 +1147,3 @@ def scripted_trajectory(question: Question, world: World, style: str,
       f"{ANSWER_BEGIN}{answer}{ANSWER_END}")
   flush()
   return segments
-
-
