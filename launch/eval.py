@@ -8,6 +8,9 @@
         --data=../shared/data/r1_searcher/eval_set/hotpotqa_500.jsonl,../shared/data/r1_searcher/eval_set/2wiki_500.jsonl \
         --out=runs/eval_trained \
         --judge_url=http://127.0.0.1:8000/v1/chat/completions --judge_model=qwen
+    python launch/eval.py --config=configs/r1.py --checkpoint=runs/r1_demo \
+        --checkpoint_step=1750 --modes=agent --temperature=0.7 --samples=8 \
+        --data=runs/r1_demo/data/synthetic_heldout.jsonl --out=runs/passk_r1
 
 Modes (--modes, comma-separated): `agent` (retrieval in the loop), `direct`
 (no search), `naive_rag` (top-k documents retrieved once for the question and
@@ -24,6 +27,13 @@ rate) is printed and written to `<out>/table.md`, the metrics to
 `<out>/metrics.json`. The LLM judge (R1-Searcher's prompt) runs only with
 --judge_url; its API key, if any, is read from the variable named by
 --judge_api_key_env.
+
+--samples=k (with a --temperature above 0) draws k rollouts per question: the
+metrics are their means, and the table's pass@k column the share of questions
+with at least one exact match, the most that RL sharpening the sampled policy
+could make greedy. A synthetic-world config (the demos) evaluates its run's
+checkpoint (--checkpoint, the run's workdir: its tokenizer, its world) in the
+agent mode on its question files (`<workdir>/data/synthetic_*.jsonl`).
 """
 
 import json
@@ -36,7 +46,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from rsearch_jax import builders, sharding  # noqa: E402
+from rsearch_jax import builders, experiment, sharding  # noqa: E402
 from rsearch_jax import eval as eval_lib  # noqa: E402
 from rsearch_jax import rewards as rewards_lib  # noqa: E402
 from rsearch_jax.data import load_qa_file  # noqa: E402
@@ -50,6 +60,9 @@ _LIMIT = flags.DEFINE_integer("limit", 0, "first N questions per file (0: all)")
 _BATCH = flags.DEFINE_integer("batch_size", 0,
                               "rollouts per sampler call (0: config.eval.batch_size)")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 for greedy decoding")
+_SAMPLES = flags.DEFINE_integer(
+    "samples", 1, "rollouts per question (more than 1 needs --temperature > 0); "
+    "the table then shows pass@k")
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "a training run's workdir (or its checkpoints/ folder)")
 _CHECKPOINT_STEP = flags.DEFINE_integer("checkpoint_step", None,
@@ -93,10 +106,19 @@ def main(argv):
   if unknown or not modes:
     raise app.UsageError(f"--modes: unknown {unknown}; expected some of "
                          f"{list(eval_lib.MODES)}")
-  if cfg.model.path == "scratch":
+  synthetic = cfg.data.source == "synthetic"
+  if synthetic and not _CHECKPOINT.value:
     raise app.UsageError(
-        "config model.path='scratch' (the synthetic demo) has no weights to "
-        "load; its evaluation runs inside launch/train.py")
+        "a synthetic-world config (the demo) trains its model from scratch: "
+        "give --checkpoint=<the run's workdir> to evaluate what it trained")
+  if synthetic and modes != ["agent"]:
+    raise app.UsageError(
+        f"--modes={','.join(modes)}: a synthetic-world model learned only the "
+        "agent's prompt; use --modes=agent")
+  if _SAMPLES.value < 1 or (_SAMPLES.value > 1 and _TEMPERATURE.value <= 0):
+    raise app.UsageError(
+        f"--samples={_SAMPLES.value} needs to be >= 1, and above 1 a "
+        f"--temperature above 0 (it is {_TEMPERATURE.value})")
   datasets = {}
   for spec in _DATA.value:
     name = pathlib.Path(spec).stem
@@ -111,13 +133,20 @@ def main(argv):
 
   sharding.maybe_initialize_distributed(cfg.mesh.distributed)
   mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
-  model, tok = builders.policy_from_config(cfg, mesh)
+  retriever = prompt_fn = None
+  if synthetic:
+    try:
+      model, tok, retriever, prompt_fn = experiment.synthetic_policy(
+          cfg, mesh, _CHECKPOINT.value)
+    except FileNotFoundError as e:
+      raise app.UsageError(f"--checkpoint: {e}") from e
+  else:
+    model, tok = builders.policy_from_config(cfg, mesh)
   if _CHECKPOINT.value:
     step = eval_lib.restore_policy_params(model, _CHECKPOINT.value,
                                           _CHECKPOINT_STEP.value)
     print(f"policy parameters from {_CHECKPOINT.value} step {step}")
-  retriever = None
-  if set(modes) & {"agent", "naive_rag"}:
+  if retriever is None and set(modes) & {"agent", "naive_rag"}:
     retriever = builders.retriever_from_config(cfg)
     if retriever is None:
       raise app.UsageError("modes agent and naive_rag need a retriever "
@@ -139,13 +168,15 @@ def main(argv):
     rag = (eval_lib.NaiveRAG(retriever, top_k=cfg.sampling.top_k_docs,
                              doc_tokens=cfg.sampling.doc_tokens)
            if mode == "naive_rag" else None)
-    prompt_fn = eval_lib.mode_prompt_fn(mode, cfg.method, cfg.model.chat)
+    mode_prompt = prompt_fn or eval_lib.mode_prompt_fn(mode, cfg.method,
+                                                       cfg.model.chat)
     for name, questions in datasets.items():
       path = out / f"{name}.{mode}.jsonl"
       metrics, rows = eval_lib.evaluate(
-          sampler, tok, questions, prompt_fn, reward_tags,
+          sampler, tok, questions, mode_prompt, reward_tags,
           batch_size=batch_size, seed=cfg.seed, mode=mode, rag=rag,
-          output=path, judge=judge, progress=f"{mode} {name}")
+          output=path, judge=judge, progress=f"{mode} {name}",
+          samples=_SAMPLES.value)
       results.append(eval_lib.EvalResult(mode, name, metrics, rows, path))
   table = eval_lib.format_table(results)
   (out / "table.md").write_text(table + "\n")

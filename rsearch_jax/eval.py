@@ -17,7 +17,11 @@ Main entry points:
       hops); predictions in the fields of R1-Searcher's published outputs
       (question, answer, pred_ans, stop_reason_final, gen_text_store) plus
       ours. With `output=`, predictions are appended to a JSONL file as each
-      batch finishes, and a rerun skips the questions already there.
+      batch finishes, and a rerun skips the questions already there. With
+      `samples=k` (a sampler with a temperature), k rollouts per question:
+      the metrics average them, and `pass` is pass@k (the share of
+      questions with at least one exact match), what RL that sharpens the
+      policy could at best make greedy.
   mode_prompt_fn(mode, method, chat)   the prompt function of a mode.
   NaiveRAG(retriever, top_k, doc_tokens)   the one-shot retrieval of naive_rag.
   Judge(url, model=...)    R1-Searcher's LLM-as-judge over an OpenAI-compatible
@@ -178,9 +182,9 @@ def evaluate(sampler, tokenizer, questions: Sequence[Any],
              rag: NaiveRAG | None = None,
              output: str | os.PathLike | None = None,
              judge: Judge | None = None, progress: str | None = None,
-             rewards: Sequence[str] = ()
+             rewards: Sequence[str] = (), samples: int = 1
              ) -> tuple[dict[str, float], list[dict[str, Any]]]:
-  """Rolls out every question once and scores the answers.
+  """Rolls out every question `samples` times and scores the answers.
 
   Args:
     sampler: a Sampler (its temperature decides greedy or not; for direct and
@@ -194,8 +198,10 @@ def evaluate(sampler, tokenizer, questions: Sequence[Any],
       texts) -> prompt.
     reward_tags: the method's TagSet for parsing traces.
     batch_size: rollouts per sampler call (the last batch is padded by
-      repeating its first question, and the repeats are dropped). Batch k
-      always holds questions [k*batch_size, (k+1)*batch_size) and uses seed
+      repeating its first question, and the repeats are dropped). The
+      rollouts are ordered sample-major (every question's first sample,
+      then every question's second ...); batch k always holds rollouts
+      [k*batch_size, (k+1)*batch_size) of that order and uses seed
       `seed + k*batch_size`, so a resumed run samples what an uninterrupted
       one would.
     mode: recorded in each prediction (and checked on resume).
@@ -209,34 +215,48 @@ def evaluate(sampler, tokenizer, questions: Sequence[Any],
     progress: description of a tqdm bar over the questions (None: no bar).
     rewards: reward names (rsearch_jax.rewards); each row then gets `reward`,
       their sum for its rollout alone, and the metrics `reward`.
+    samples: rollouts per question (each row's `sample`); more than 1 needs
+      a sampler with a temperature above 0.
 
   Returns:
     metrics: em, f1, cover_em, retrievals, answered (fraction with an answer
-      span), judge (with a judge), each also per label as "<metric>/<label>",
-      and n.
-    predictions: one dict per question, in question order.
+      span), judge (with a judge), each the mean over the rollouts and also
+      per label as "<metric>/<label>"; n (questions); with samples > 1,
+      `samples` and `pass` (pass@samples, also per label).
+    predictions: one dict per rollout, in question order (then sample).
 
   Raises:
     ValueError: a prompt longer than the sampler's max_prompt_len (naming the
-      question), or an `output` file that belongs to another evaluation
-      (naming the file and line).
+      question), several samples from a greedy sampler, or an `output` file
+      that belongs to another evaluation (naming the file and line).
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+  if samples < 1:
+    raise ValueError(f"samples must be >= 1, got {samples}")
+  temperature = getattr(getattr(sampler, "config", None), "temperature", None)
+  if samples > 1 and temperature == 0:
+    raise ValueError(f"samples={samples} from a greedy sampler (temperature "
+                     "0) would repeat one rollout; give the sampler a "
+                     "temperature above 0")
   path = pathlib.Path(output) if output is not None else None
-  done: dict[int, dict[str, Any]] = {}
+  num_q = len(questions)
+  done: dict[int, dict[str, Any]] = {}  # rollout number -> its row
   if path is not None:
-    done = {r["index"]: r for r in _resume_rows(path, questions, mode)}
+    done = {r.get("sample", 0) * num_q + r["index"]: r
+            for r in _resume_rows(path, questions, mode, samples)}
   if judge is not None:
     _judge_missing(judge, path, done)
   max_prompt = getattr(getattr(sampler, "config", None), "max_prompt_len", None)
-  bar = (metrics_lib.progress(len(questions), desc=progress, initial=len(done))
+  total = num_q * samples
+  bar = (metrics_lib.progress(total, desc=progress, initial=len(done))
          if progress is not None else None)
-  for start in range(0, len(questions), batch_size):
-    todo = [i for i in range(start, min(start + batch_size, len(questions)))
-            if i not in done]
-    if not todo:
+  for start in range(0, total, batch_size):
+    jobs = [j for j in range(start, min(start + batch_size, total))
+            if j not in done]
+    if not jobs:
       continue
+    todo = [j % num_q for j in jobs]
     chunk = [questions[i] for i in todo]
     docs = (_retrieve_docs(rag, tokenizer, [q.question for q in chunk])
             if rag is not None else None)
@@ -255,34 +275,48 @@ def evaluate(sampler, tokenizer, questions: Sequence[Any],
                    1 if rag is not None else 0,
                    docs[j] if docs is not None else None, rewards)
             for j, (i, q) in enumerate(zip(todo, chunk))]
+    for job, row in zip(jobs, rows):
+      row["sample"] = job // num_q
     if judge is not None:
       judge.judge_rows(rows)
     if path is not None:
       _append_rows(path, rows)
-    done.update((r["index"], r) for r in rows)
+    done.update(zip(jobs, rows))
     if bar is not None:
       bar.update(len(rows))
   if bar is not None:
     bar.close()
-  rows = [done[i] for i in sorted(done)]
-  return _aggregate(rows, judged=judge is not None), rows
+  rows = sorted(done.values(), key=lambda r: (r["index"], r.get("sample", 0)))
+  return _aggregate(rows, judged=judge is not None, samples=samples), rows
 
 
-def _aggregate(rows: list[dict[str, Any]], *, judged: bool = False
-               ) -> dict[str, float]:
+def _aggregate(rows: list[dict[str, Any]], *, judged: bool = False,
+               samples: int = 1) -> dict[str, float]:
+  """Means over the rollouts, overall and per label; with several samples
+  per question, pass@samples over the questions too."""
   keys = METRIC_KEYS + (("judge",) if judged else ())
   if rows and all("reward" in r for r in rows):
     keys += ("reward",)
-  out = {k: float(np.mean([r[k] for r in rows])) if rows else 0.0 for k in keys}
-  out["n"] = float(len(rows))
+
+  def means(members):
+    out = {k: float(np.mean([r[k] for r in members])) for k in keys}
+    solved: dict[int, float] = {}
+    for r in members:
+      solved[r["index"]] = max(solved.get(r["index"], 0.0), r["em"])
+    out["n"] = float(len(solved))
+    if samples > 1:
+      out["pass"] = float(np.mean(list(solved.values())))
+    return out
+
+  out = means(rows) if rows else {**{k: 0.0 for k in keys}, "n": 0.0}
+  if samples > 1:
+    out["samples"] = float(samples)
   groups: dict[str, list[dict[str, Any]]] = {}
   for r in rows:
     for value in r["labels"].values():
       groups.setdefault(value, []).append(r)
   for label, members in sorted(groups.items()):
-    for k in keys:
-      out[f"{k}/{label}"] = float(np.mean([r[k] for r in members]))
-    out[f"n/{label}"] = float(len(members))
+    out.update({f"{k}/{label}": v for k, v in means(members).items()})
   return out
 
 
@@ -325,8 +359,8 @@ def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
   return rows
 
 
-def _resume_rows(path: pathlib.Path, questions: Sequence[Any], mode: str
-                 ) -> list[dict[str, Any]]:
+def _resume_rows(path: pathlib.Path, questions: Sequence[Any], mode: str,
+                 samples: int = 1) -> list[dict[str, Any]]:
   """The rows already in `path`, checked against this evaluation; a cut last
   line is removed from the file so that appends start on a fresh line."""
   if not path.exists():
@@ -358,9 +392,14 @@ def _resume_rows(path: pathlib.Path, questions: Sequence[Any], mode: str
     if row["mode"] != mode:
       raise ValueError(f"{where}: predictions of mode {row['mode']!r}, not "
                        f"{mode!r} (use another output file)")
-    if i in seen:
-      raise ValueError(f"{where}: question {i} appears twice")
-    seen.add(i)
+    sample = row.get("sample", 0)
+    if not isinstance(sample, int) or not 0 <= sample < samples:
+      raise ValueError(
+          f"{where}: sample {sample!r} of question {i}, but this evaluation "
+          f"draws {samples} per question (use another output file)")
+    if (i, sample) in seen:
+      raise ValueError(f"{where}: sample {sample} of question {i} appears twice")
+    seen.add((i, sample))
   return rows
 
 
@@ -631,11 +670,27 @@ def _table_row(r: EvalResult, group: str) -> dict[str, str]:
 def format_table(results: Sequence[EvalResult], *, per_label: bool = True) -> str:
   """A Markdown table, one row per (mode, dataset) and, with `per_label`,
   one per label group under it. EM, F1, cover-EM, judge and answered are
-  percentages; judge reads "off" when no judge ran."""
+  percentages (means over a question's samples); judge reads "off" when no
+  judge ran. When some evaluation drew several samples per question, a
+  pass@k column follows ("-" for one that did not; k in the header when
+  every such evaluation drew as many, else in each cell)."""
+  ks = {int(r.metrics["samples"]) for r in results if "pass" in r.metrics}
+  pass_column = (f"pass@{min(ks)}" if len(ks) == 1 else "pass@k") if ks else None
   rows = []
   for r in results:
-    rows.append(_table_row(r, "all"))
+    groups = ["all"]
     if per_label:
-      groups = sorted(k[len("n/"):] for k in r.metrics if k.startswith("n/"))
-      rows.extend(_table_row(r, g) for g in groups)
-  return metrics_lib.summary_table(rows, TABLE_COLUMNS)
+      groups += sorted(k[len("n/"):] for k in r.metrics if k.startswith("n/"))
+    for group in groups:
+      row = _table_row(r, group)
+      if pass_column:
+        key = "pass" if group == "all" else f"pass/{group}"
+        cell = "-"
+        if key in r.metrics:
+          cell = f"{100 * r.metrics[key]:.1f}"
+          if len(ks) > 1:
+            cell += f" (k={int(r.metrics['samples'])})"
+        row[pass_column] = cell
+      rows.append(row)
+  columns = TABLE_COLUMNS + ((pass_column,) if pass_column else ())
+  return metrics_lib.summary_table(rows, columns)

@@ -267,6 +267,48 @@ def build_trainer(cfg) -> Trainer:
       sft_sort_window=cfg.data.sft_sort_window)
 
 
+def _scratch_decoder(cfg, tok, mesh):
+  """The demo's decoder from `model.*`, randomly initialised (cfg.seed)."""
+  mcfg = models.ModelConfig(
+      vocab_size=tok.vocab_size, hidden_size=cfg.model.hidden_size,
+      intermediate_size=cfg.model.intermediate_size,
+      num_layers=cfg.model.num_layers, num_heads=cfg.model.num_heads,
+      num_kv_heads=cfg.model.num_kv_heads, tie_embeddings=True,
+      max_position_embeddings=cfg.sampling.max_len, dtype=cfg.model.dtype,
+      param_dtype=cfg.model.param_dtype, remat=cfg.model.remat,
+      smear_keys=cfg.model.smear_keys)
+  return sharding.create_sharded(
+      lambda: models.Decoder(mcfg, rngs=nnx.Rngs(cfg.seed)), mesh)
+
+
+def synthetic_policy(cfg, mesh, run_dir):
+  """What evaluating a synthetic-world run needs besides its checkpoint:
+  (model, tokenizer, retriever over the world's corpus, prompt function).
+
+  The tokenizer is the run's own (`run_dir/tokenizer/spm.model`, trained by
+  the run), the model a fresh decoder of the config's shape to restore the
+  run's parameters into, the world rebuilt from `cfg.world`.
+
+  Raises:
+    FileNotFoundError: `run_dir` has no tokenizer (not a synthetic run's
+      workdir, or one that never started).
+  """
+  from rsearch_jax import retrieval, tokenizer as tok_lib
+  from rsearch_jax.data import synthetic
+
+  path = pathlib.Path(run_dir) / "tokenizer" / "spm.model"
+  if not path.exists():
+    raise FileNotFoundError(
+        f"{path} is missing: {run_dir} is not the workdir of a synthetic-world "
+        "run (launch/train.py writes its tokenizer there)")
+  tok = tok_lib.SentencePieceTokenizer(path)
+  world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
+  retriever = retrieval.BM25Retriever(world.corpus())
+  style = cfg.method
+  return (_scratch_decoder(cfg, tok, mesh), tok, retriever,
+          lambda q: synthetic.prompt(q, style))
+
+
 def _synthetic(cfg, mesh):
   """The demo world: everything is generated, trained and held out here."""
   from rsearch_jax import retrieval, tokenizer as tok_lib
@@ -290,16 +332,7 @@ def _synthetic(cfg, mesh):
                                              workdir / "tokenizer",
                                              whole_words=world.name_words()
                                              if cfg.data.whole_word_names else ())
-  mcfg = models.ModelConfig(
-      vocab_size=tok.vocab_size, hidden_size=cfg.model.hidden_size,
-      intermediate_size=cfg.model.intermediate_size,
-      num_layers=cfg.model.num_layers, num_heads=cfg.model.num_heads,
-      num_kv_heads=cfg.model.num_kv_heads, tie_embeddings=True,
-      max_position_embeddings=cfg.sampling.max_len, dtype=cfg.model.dtype,
-      param_dtype=cfg.model.param_dtype, remat=cfg.model.remat,
-      smear_keys=cfg.model.smear_keys)
-  model = sharding.create_sharded(
-      lambda: models.Decoder(mcfg, rngs=nnx.Rngs(cfg.seed)), mesh)
+  model = _scratch_decoder(cfg, tok, mesh)
   # The scripted agent sees exactly the blocks the sampler will splice.
   handoff = builders.build_sampler(model, tok, cfg.sampling, retriever=retriever,
                                    method=cfg.method).handoff

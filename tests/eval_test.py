@@ -2,6 +2,7 @@
 model, metrics against hand-computed values, resumption after a crash, the
 LLM judge against a fake local endpoint, and launch/eval.py end to end."""
 
+import dataclasses
 import http.server
 import json
 import os
@@ -586,3 +587,103 @@ def test_fact_recall_counts_facts_completed_exactly(tmp_path):
   assert got["internal"] == pytest.approx((len(internal) - 2) / len(internal))
   assert got["corpus"] == pytest.approx(3 / len(corpus))
   assert seen_bos and all(seen_bos)
+
+
+# -- several samples per question: pass@k ----------------------------------------
+
+
+class SeededSampler(FakeSampler):
+  """FakeSampler at a temperature: a question's completion is
+  script[question][seed // period] (with batches of `period` rollouts, one
+  entry per sample)."""
+
+  config = SamplingConfig(max_prompt_len=64, max_len=128, max_new_tokens=32,
+                          temperature=1.0)
+
+  def __init__(self, script, period):
+    super().__init__(script)
+    self.period = period
+
+  def __call__(self, texts, seed=0):
+    k = seed // self.period
+    return FakeSampler({q: v[k] for q, v in self.script.items()})(texts, seed)
+
+
+def _answer(text):
+  return ([(f"</think><answer>{text}</answer>", False)], 0, "stop")
+
+
+SAMPLED = {  # three samples per question; right answers marked *
+    "capital of france?": [_answer("paris"), _answer("rome"), _answer("rome")],  # * - -
+    "what tower?": [_answer("tower"), _answer("x"), _answer("the eiffel tower")],  # - - *
+    "which year?": [_answer("2000"), _answer("2001"), _answer("2002")],  # - - -
+    "who wrote it?": [_answer("mark twain")] * 3,  # * * *
+}
+
+
+def test_pass_at_k_against_hand_counts():
+  metrics, rows = eval_lib.evaluate(SeededSampler(SAMPLED, 4), TOK, KNOWN,
+                                    lambda q: f"q: {q}", rewards.R1_TAGS,
+                                    batch_size=4, samples=3)
+  # One row per rollout, in question order then sample.
+  assert [(r["index"], r["sample"]) for r in rows] == [
+      (i, s) for i in range(4) for s in range(3)]
+  assert [r["pred_ans"] for r in rows[3:6]] == ["tower", "x", "the eiffel tower"]
+  # em per rollout: [1,0,0], [0,0,1], [0,0,0], [1,1,1]; hops 1, 2, 2, none.
+  assert metrics["n"] == 4 and metrics["samples"] == 3
+  assert metrics["em"] == pytest.approx(5 / 12)
+  assert metrics["pass"] == pytest.approx(3 / 4)
+  assert metrics["n/2hop"] == 2
+  assert metrics["em/2hop"] == pytest.approx(1 / 6)
+  assert metrics["pass/2hop"] == pytest.approx(1 / 2)
+  assert metrics["pass/1hop"] == 1.0 and metrics["em/1hop"] == pytest.approx(1 / 3)
+  table = eval_lib.format_table([eval_lib.EvalResult("agent", "toy", metrics)])
+  lines = table.splitlines()
+  assert lines[0].endswith("| answered | pass@3 |")
+  assert lines[2].startswith("| agent | toy | all | 4 | 41.7 |")
+  assert lines[2].endswith("| 75.0 |") and lines[4].endswith("| 50.0 |")
+  # One evaluation with samples, one without: k in the cells, "-" for none.
+  greedy, _ = _known_run()
+  mixed = eval_lib.format_table([eval_lib.EvalResult("agent", "toy", metrics),
+                                 eval_lib.EvalResult("direct", "toy", greedy)],
+                                per_label=False).splitlines()
+  assert mixed[0].endswith("| pass@3 |")
+  assert mixed[3].endswith("| - |")
+  assert "pass" not in greedy  # one sample: no pass@k
+
+
+def test_samples_need_a_temperature(agent_sampler):
+  with pytest.raises(ValueError, match="samples=2 from a greedy sampler"):
+    eval_lib.evaluate(agent_sampler, TOK, QUESTIONS, lambda q: q,
+                      rewards.R1_TAGS, samples=2)
+  with pytest.raises(ValueError, match="samples must be >= 1"):
+    _known_run(samples=0)
+
+
+def test_resume_with_samples_equals_uninterrupted_run(tmp_path, model,
+                                                      agent_sampler):
+  hot = Sampler(model, TOK, dataclasses.replace(CONFIG, temperature=1.0),
+                retriever=DictRetriever(), doc_format=FMT)
+  prompt_fn = eval_lib.mode_prompt_fn("agent", "r1", "none")
+  run = lambda sampler, path, samples=2: eval_lib.evaluate(
+      sampler, TOK, QUESTIONS, prompt_fn, rewards.R1_TAGS, batch_size=3,
+      output=path, samples=samples)
+  full = tmp_path / "full.jsonl"
+  metrics, rows = run(hot, full)
+  assert len(rows) == 10 and metrics["n"] == 5
+  # The sampler did sample: some question's two rollouts differ.
+  texts = {(r["index"], r["sample"]): r["gen_text_store"] for r in rows}
+  assert any(texts[i, 0] != texts[i, 1] for i in range(5))
+  cut = tmp_path / "cut.jsonl"
+  with pytest.raises(KeyboardInterrupt):  # batches of 3 of the 10 rollouts
+    run(Recording(hot, fail_on=3), cut)
+  assert len(cut.read_text().splitlines()) == 6
+  again = Recording(hot)
+  assert run(again, cut) == (metrics, rows)
+  assert len(again.calls) == 2  # rollouts 6-8 and 9
+  assert cut.read_text() == full.read_text()
+  # A file of two samples per question (sample-major: line 6 is question 0's
+  # second) is not an evaluation of one.
+  with pytest.raises(ValueError, match=re.escape(
+      f"{full}:6: sample 1 of question 0, but this evaluation draws 1")):
+    run(agent_sampler, full, samples=1)

@@ -142,6 +142,40 @@ def test_a_trace_shows_the_rl_steps_question_and_gold_answer(full_run,
   assert text.startswith(f"prompt: {question}\ngold: {gold}\nreward: "), text
 
 
+def test_eval_launcher_reproduces_the_runs_last_evaluation(full_run, tmp_path):
+  # launch/eval.py rebuilds the demo's policy from the run's workdir (its
+  # tokenizer, the world of its config) and restores the last checkpoint:
+  # its greedy evaluation of the same held-out questions must give the
+  # numbers the trainer logged after its last stage.
+  workdir, _ = full_run
+  want = [r for r in _metrics(workdir) if "eval/em" in r][-1]
+  assert want["stage"] == "rl"
+  assert want["eval/retrievals"] > 0  # rollouts that search: not all-zero rows
+  out = tmp_path / "eval"
+  run = subprocess.run(
+      [sys.executable, str(ROOT / "launch" / "eval.py"),
+       f"--config={ROOT / 'configs' / 'r1pp.py'}", *TINY,
+       f"--checkpoint={workdir}", "--modes=agent", "--limit=8", "--batch_size=8",
+       f"--data={workdir / 'data' / 'synthetic_heldout.jsonl'}", f"--out={out}"],
+      capture_output=True, text=True, timeout=900, cwd=ROOT, env=_env())
+  assert run.returncode == 0, run.stderr[-4000:]
+  assert f"step {COPY + PRETRAIN + SFT + RL}" in run.stdout
+  got = json.loads((out / "metrics.json").read_text())[0]
+  keys = [k for k in got if k.split("/")[0] in (
+      "em", "f1", "cover_em", "retrievals", "answered", "n")]
+  assert "em/internal" in keys and "retrievals/corpus" in keys
+  assert {k: got[k] for k in keys} == pytest.approx(
+      {k: want[f"eval/{k}"] for k in keys})
+  # Refused, with the reason: a synthetic config without a checkpoint.
+  bad = subprocess.run(
+      [sys.executable, str(ROOT / "launch" / "eval.py"),
+       f"--config={ROOT / 'configs' / 'r1pp.py'}", *TINY, "--modes=agent",
+       f"--data={workdir / 'data' / 'synthetic_heldout.jsonl'}", f"--out={out}"],
+      capture_output=True, text=True, timeout=300, cwd=ROOT, env=_env())
+  assert bad.returncode != 0
+  assert "give --checkpoint=<the run's workdir>" in bad.stderr, bad.stderr[-2000:]
+
+
 def test_sigkill_mid_rl_then_resume_matches_uninterrupted(full_run, tmp_path):
   reference, _ = full_run
   # The same run without evaluation; evaluation rows are not step metrics.
