@@ -149,8 +149,8 @@ def _gold_json(gold: Sequence[str]) -> str | list[str]:
   return gold[0] if len(gold) == 1 else list(gold)
 
 
-def _score(q, index: int, mode: str, prompt: str, out, i: int, tokenizer,
-           reward_tags, pre_retrievals: int, docs: list[str] | None,
+def _score(q, index: int, sample: int, mode: str, prompt: str, out, i: int,
+           tokenizer, reward_tags, pre_retrievals: int, docs: list[str] | None,
            rewards: Sequence[str] = ()) -> dict[str, Any]:
   segs = out.segments(i, tokenizer)
   trace = rewards_lib.parse_trace(segs, reward_tags)
@@ -161,7 +161,8 @@ def _score(q, index: int, mode: str, prompt: str, out, i: int, tokenizer,
       stop_reason_final=out.stop_reasons[i],
       gen_text_store="".join(t for t, _ in segs),
       index=index, idx=str(_first(getattr(q, "idx", None),
-                                  getattr(q, "id", None), index)), mode=mode,
+                                  getattr(q, "id", None), index)),
+      sample=sample, mode=mode,
       em=float(rewards_lib.exact_match(pred, gold)),
       f1=float(rewards_lib.f1(pred, gold)),
       cover_em=float(rewards_lib.cover_exact_match(pred, gold)),
@@ -212,7 +213,7 @@ def evaluate(sampler, tokenizer, questions: Sequence[Any],
       question text) are not run again, and the metrics cover every row.
     judge: an LLM judge; each row then gets `judge` (1.0 correct, 0.0 not)
       and `judge_output`, and the metrics `judge`.
-    progress: description of a tqdm bar over the questions (None: no bar).
+    progress: description of a tqdm bar over the rollouts (None: no bar).
     rewards: reward names (rsearch_jax.rewards); each row then gets `reward`,
       their sum for its rollout alone, and the metrics `reward`.
     samples: rollouts per question (each row's `sample`); more than 1 needs
@@ -271,12 +272,10 @@ def evaluate(sampler, tokenizer, questions: Sequence[Any],
               f" has {n} tokens; sampling.max_prompt_len is {max_prompt}")
     out = sampler(texts + [texts[0]] * (batch_size - len(texts)),
                   seed=seed + start)
-    rows = [_score(q, i, mode, texts[j], out, j, tokenizer, reward_tags,
-                   1 if rag is not None else 0,
+    rows = [_score(q, i, job // num_q, mode, texts[j], out, j, tokenizer,
+                   reward_tags, 1 if rag is not None else 0,
                    docs[j] if docs is not None else None, rewards)
-            for j, (i, q) in enumerate(zip(todo, chunk))]
-    for job, row in zip(jobs, rows):
-      row["sample"] = job // num_q
+            for j, (job, i, q) in enumerate(zip(jobs, todo, chunk))]
     if judge is not None:
       judge.judge_rows(rows)
     if path is not None:
