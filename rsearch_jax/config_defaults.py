@@ -85,6 +85,10 @@ The config reference (README "Config reference" mirrors this):
                       the others shuffled (synthetic: World.perturbed)
   data.sft_renamed_two_hop  plus that many 2-hop / comparison trajectories
                       in each renamed or perturbed world
+  data.rl_renamed_worlds    the dataset "train_multihop_renamed": the world's
+                      unseen multi-hop questions and those of that many
+                      further renamed copies, each searching its copy's
+                      corpus (synthetic; more RL questions than the world's)
   data.whole_word_names     every name word one token (synthetic tokenizer)
   data.pretrain_shuffles    the synthetic pretraining text in that many
                       shufflings, each packed into its own rows
@@ -166,6 +170,7 @@ def base(method: str) -> ml_collections.ConfigDict:
       sft_search_all=True, sft_search_internal=0.0, sft_restate="none",
       sft_premature=0.0,
       sft_renamed_worlds=0, sft_perturbed_worlds=0, sft_renamed_two_hop=0,
+      rl_renamed_worlds=0,
       whole_word_names=False,
       copy_examples=0, pretrain_shuffles=1, sft_rehearsal=0,
       sft_sort_window=0))

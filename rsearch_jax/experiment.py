@@ -20,6 +20,8 @@ import dataclasses
 import pathlib
 import random
 
+import numpy as np
+
 from flax import nnx
 
 from rsearch_jax import builders, eval as eval_lib, models, prompts
@@ -39,7 +41,7 @@ def validate(cfg) -> None:
   if s.max_len <= s.max_prompt_len:
     problems.append(f"sampling.max_len={s.max_len} must exceed "
                     f"sampling.max_prompt_len={s.max_prompt_len}")
-  for field in ("sft_renamed_worlds", "sft_perturbed_worlds"):
+  for field in ("sft_renamed_worlds", "sft_perturbed_worlds", "rl_renamed_worlds"):
     if cfg.data[field] < 0:
       problems.append(f"data.{field}={cfg.data[field]} should be >= 0")
   if cfg.data.sft_renamed_two_hop < 0 or (
@@ -64,9 +66,11 @@ def validate(cfg) -> None:
   if cfg.data.sft_rehearsal < 0:
     problems.append(f"data.sft_rehearsal={cfg.data.sft_rehearsal} should be >= 0")
   if (cfg.data.sft_renamed_worlds or cfg.data.sft_perturbed_worlds
+      or cfg.data.rl_renamed_worlds
       or cfg.data.whole_word_names or cfg.data.copy_examples
       or cfg.data.sft_rehearsal) and cfg.data.source != "synthetic":
     problems.append("data.sft_renamed_worlds, data.sft_perturbed_worlds, "
+                    "data.rl_renamed_worlds, "
                     "data.whole_word_names, data.copy_examples and "
                     "data.sft_rehearsal apply to the synthetic world only "
                     f"(data.source={cfg.data.source!r})")
@@ -430,11 +434,51 @@ def _synthetic(cfg, mesh):
               "train_unseen": unseen,
               "train_chained": [q for q in unseen if q.kind == "2hop"],
               "train_multihop": [q for q in unseen if q.kind != "1hop"]}
+  # "train_multihop_renamed": those, and the multi-hop questions of
+  # data.rl_renamed_worlds further renamed copies (none the cold start's),
+  # each searching its own copy's corpus: more RL questions than the world
+  # holds (139 multi-hop ones), whose answers can only be read.
+  if cfg.data.rl_renamed_worlds:
+    first = cfg.data.sft_renamed_worlds
+    more, engines = _renamed_rl_questions(
+        world, range(first, first + cfg.data.rl_renamed_worlds), keep,
+        heldout_texts, seed=cfg.world.seed)
+    datasets["train_multihop_renamed"] = datasets["train_multihop"] + more
+    retriever = retrieval.RoutedRetriever(retriever, engines)
   if cfg.data.copy_examples:
     datasets["copy"] = copying.copy_examples(
         cfg.data.copy_examples, tok.text_piece_ids(), tok.eos_id, seed=cfg.seed)
   eval_sets = splits["heldout"][:cfg.eval.num_questions]
   return model, tok, retriever, datasets, prompt_fn, eval_sets
+
+
+def _renamed_rl_questions(world, copies, keep, heldout_texts, seed: int):
+  """Multi-hop RL questions in the renamed copies `copies` of the world (its
+  chained ones, and as many comparisons drawn at random), each naming its
+  copy's corpus, and a BM25 retriever per copy.
+
+  As for the cold start's copies, no question involves a held-out entity,
+  repeats a held-out question's text, or states a fact contradicting an
+  internal one."""
+  from rsearch_jax import retrieval
+  from rsearch_jax.data import synthetic
+  questions, engines = [], {}
+  for k in copies:
+    other = world.renamed(k, keep=keep)
+    key = f"renamed-{k}"
+    pool = [q for q in other.questions()
+            if q.kind != "1hop" and not keep.intersection(q.entities)
+            and q.question not in heldout_texts
+            and not synthetic.contradicts_internal(q, other, world)]
+    chained = [q for q in pool if q.kind == "2hop"]
+    compared = [q for q in pool if q.kind == "comparison"]
+    rng = np.random.default_rng([seed, 11, k])
+    picked = [compared[i] for i in sorted(rng.choice(
+        len(compared), min(len(chained), len(compared)), replace=False))]
+    questions += [dataclasses.replace(q, id=f"{key}/{q.id}", corpus=key)
+                  for q in chained + picked]
+    engines[key] = retrieval.BM25Retriever(other.corpus())
+  return questions, engines
 
 
 def _rehearsal(world, tok, n: int, first_shuffle: int) -> list:

@@ -109,3 +109,41 @@ def test_eval_every_adds_rows_within_a_stage_that_survive_a_resume(
             reward_tags=None, stages=STAGES, datasets={"texts": EXAMPLES},
             prompt_fn=None, rl=RLSettings(), workdir=str(tmp_path),
             eval_every=-1)
+
+
+class _Sampled(Exception):
+  pass
+
+
+@pytest.mark.parametrize("corpora", [("renamed-3", "", "renamed-5"), ("", "", "")],
+                         ids=["routed", "default"])
+def test_an_rl_step_hands_each_rollout_its_questions_corpus(tmp_path, corpora):
+  """Each of a group's rollouts searches its question's corpus; a batch
+  whose questions all search the default corpus passes none."""
+  from rsearch_jax.data.synthetic import Question
+  questions = [Question(id=str(i), question=f"q{i}?", answers=("a",), hops=2,
+                        kind="2hop", internal=False, facts=(), entities=(),
+                        corpus=c) for i, c in enumerate(corpora)]
+  calls = []
+
+  def sampler(prompts, seed=0, corpora=None):
+    calls.append((list(prompts), corpora))
+    raise _Sampled
+
+  trainer = Trainer(model=testing.tiny_model(TOK.vocab_size, layers=1),
+                    tokenizer=TOK, make_sampler=lambda model: sampler, tags=None,
+                    reward_tags=None,
+                    stages=[Stage("rl", "rl", 1, "qs", 3, rewards=("f1",),
+                                  learning_rate=1e-3)],
+                    datasets={"qs": questions}, prompt_fn=lambda q: q + "\n",
+                    rl=RLSettings(group_size=2), workdir=str(tmp_path),
+                    checkpoint_every=100, tensorboard=False, seq_len=32)
+  with pytest.raises(_Sampled):
+    trainer.run()
+  [(prompts, got)] = calls
+  want = {f"q{i}?\n": c for i, c in enumerate(corpora)}
+  if any(corpora):
+    assert got == [want[p] for p in prompts]
+    assert sorted(got) == sorted(c for c in corpora for _ in range(2))
+  else:
+    assert got is None and len(prompts) == 6

@@ -423,3 +423,41 @@ def test_restating_and_premature_agents_reach_the_cold_start(tmp_path):
   with pytest.raises(ValueError, match=r"data.sft_restate='sometimes' is not "
                      r"one of 'none', 'chained', 'every_hop'"):
     experiment.validate(cfg)
+
+
+def test_rl_renamed_worlds_add_questions_that_search_their_copy(tmp_path):
+  cfg = _config(tmp_path, sft_renamed_worlds=2, rl_renamed_worlds=3)
+  mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+  _, _, retriever, datasets, _, _ = experiment._synthetic(cfg, mesh)
+  world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
+  splits = synthetic.make_splits(world, seed=cfg.world.seed)
+  held_names = {e for q in splits["heldout_entities"] for e in q.entities}
+  held_texts = {q.question for q in splits["heldout"]}
+  base = datasets["train_multihop"]
+  mixed = datasets["train_multihop_renamed"]
+  assert mixed[:len(base)] == base and all(q.corpus == "" for q in base)
+  more = mixed[len(base):]
+  # The copies after the cold start's two, each with as many comparisons as
+  # chained questions.
+  per_copy = collections.Counter((q.corpus, q.kind) for q in more)
+  assert {c for c, _ in per_copy} == {"renamed-2", "renamed-3", "renamed-4"}
+  for c in ("renamed-2", "renamed-3", "renamed-4"):
+    assert per_copy[c, "2hop"] == per_copy[c, "comparison"] >= 5
+  assert len({q.id for q in mixed}) == len(mixed)
+  assert not any(held_names & set(q.entities) or q.question in held_texts
+                 for q in more)
+  # Every fact of a question is in its own copy's corpus (the subject's
+  # document states the object), found by searching that copy; some of
+  # them the world's own corpus contradicts.
+  contradicted = 0
+  for q in more:
+    for f in q.facts:
+      docs = retriever.search([f.subject], 3, corpora=[q.corpus])[0]
+      own = [d for d in docs if d.title == f.subject]
+      assert own and str(f.object) in own[0].text, (q, f)
+      theirs = [d for d in retriever.search([f.subject], 3)[0]
+                if d.title == f.subject]
+      contradicted += bool(theirs) and str(f.object) not in theirs[0].text
+  assert contradicted > len(more) // 2
+  # The world's own questions still search the world: the default corpus.
+  assert retriever.search(["x"], 1) == retriever.retrievers[""].search(["x"], 1)

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from rsearch_jax import retrieval
-from rsearch_jax.retrieval import BM25Retriever, Doc, HTTPRetriever
+from rsearch_jax.retrieval import (BM25Retriever, Doc, HTTPRetriever,
+                                   RoutedRetriever)
 
 
 @pytest.fixture(scope="module")
@@ -484,3 +485,32 @@ def test_client_times_out_on_a_server_that_never_answers():
                        r"attempts.*timed out"):
       client.search(["q"], 1)
     assert time.perf_counter() - start < 2
+
+
+class _Named:
+  """Answers every query with one document naming this retriever."""
+
+  def __init__(self, name):
+    self.name, self.calls = name, []
+
+  def search(self, queries, k):
+    self.calls.append(list(queries))
+    return [[Doc(id=f"{self.name}:{q}", title=self.name, text=q)] for q in queries]
+
+
+def test_routed_retriever_searches_each_querys_corpus_in_order():
+  default, a, b = _Named("default"), _Named("a"), _Named("b")
+  routed = RoutedRetriever(default, {"a": a, "b": b})
+  queries = ["q0", "q1", "q2", "q3", "q4"]
+  out = routed.search(queries, 1, corpora=["b", "", "a", "b", "a"])
+  assert [docs[0].id for docs in out] == ["b:q0", "default:q1", "a:q2", "b:q3", "a:q4"]
+  # One batched call per corpus, the queries in their order.
+  assert (default.calls, a.calls, b.calls) == ([["q1"]], [["q2", "q4"]],
+                                               [["q0", "q3"]])
+  assert [d[0].id for d in routed.search(["x"], 1)] == ["default:x"]
+  with pytest.raises(KeyError, match="'c'"):
+    routed.search(["x"], 1, corpora=["c"])
+  with pytest.raises(ValueError, match="2 queries but 1 corpus"):
+    routed.search(["x", "y"], 1, corpora=["a"])
+  with pytest.raises(ValueError, match="default corpus"):
+    RoutedRetriever(default, {"": a})

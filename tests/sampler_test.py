@@ -1,6 +1,8 @@
 """The search-in-the-loop sampler against a cache-free reference loop, its
 log-probs against a teacher-forced pass, its loss mask, and the mesh."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 from flax import nnx
 
 from rsearch_jax import sharding
+from rsearch_jax.retrieval import RoutedRetriever
 from rsearch_jax.models import Decoder
 from rsearch_jax.sampling import (DocumentFormat, Sampler, SamplingConfig,
                                   sample_token, token_logprobs)
@@ -269,3 +272,45 @@ def test_without_retriever_query_tag_is_an_ordinary_token():
   assert ((out.tokens == Q_END) & (out.loss_mask == 1)).sum() > 0
   assert (out.loss_mask[:, out.prompt_len:].sum(1) ==
           out.lengths - out.prompt_len).all()
+
+
+class _Tagged(DictRetriever):
+  """DictRetriever whose documents carry its name in their ids."""
+
+  def __init__(self, name):
+    super().__init__()
+    self.name = name
+
+  def search(self, queries, k):
+    return [[dataclasses.replace(d, id=f"{self.name}/{d.id}") for d in docs]
+            for docs in super().search(queries, k)]
+
+
+@pytest.mark.parametrize("mesh_shape", [None, (2, 4)], ids=["one_device", "data2_fsdp4"])
+def test_each_row_searches_its_own_corpus(mesh_shape):
+  """Eight identical greedy rows, four corpora: every search of row i reads
+  corpora[i]'s retriever (also when each device holds its own rows), and a
+  plain retriever refuses per-row corpora."""
+  cfg = _config()
+  names = ["", "a", "b", "c"] * 2
+  routed = RoutedRetriever(_Tagged("default"),
+                           {n: _Tagged(n) for n in ("a", "b", "c")})
+  mesh, model = None, _model()
+  if mesh_shape is not None:
+    mesh = sharding.make_mesh(*mesh_shape)
+    model = sharding.create_sharded(lambda: _model(), mesh)
+  out = Sampler(model, TOK, cfg, retriever=routed, doc_format=FMT,
+                mesh=mesh)([PROMPTS[0]] * 8, corpora=names)
+  ran = 0
+  for i, records in enumerate(out.searches):
+    for rec in records:
+      if rec.ran:
+        ran += 1
+        assert {d.id.split("/")[0] for d in rec.docs} == {names[i] or "default"}
+  assert ran >= 8
+  with pytest.raises(ValueError, match="RoutedRetriever"):
+    Sampler(_model(), TOK, cfg, retriever=DictRetriever(),
+            doc_format=FMT)([PROMPTS[0]], corpora=["a"])
+  with pytest.raises(ValueError, match="2 prompts but 1 corpora"):
+    Sampler(_model(), TOK, cfg, retriever=routed,
+            doc_format=FMT)(PROMPTS[:2], corpora=["a"])

@@ -672,6 +672,9 @@ class Question:
     internal: every fact in `facts` is internal knowledge.
     facts: the facts used, in reasoning order.
     entities: people, films and companies involved (named, bridge, answer).
+    corpus: the corpus its searches read: "" the world's own, else a key of
+      a copy's retriever (`retrieval.RoutedRetriever`; RL questions from the
+      renamed copies, data.rl_renamed_worlds).
   """
 
   id: str
@@ -682,6 +685,7 @@ class Question:
   internal: bool
   facts: tuple[Fact, ...]
   entities: tuple[str, ...]
+  corpus: str = ""
 
   @property
   def idx(self) -> str:

@@ -2,6 +2,7 @@
 
   Doc, Retriever                 a passage; `search(queries, k) -> list[list[Doc]]`
   BM25Retriever                  in-process BM25 (the embedded default)
+  RoutedRetriever                one retriever per corpus, chosen per query
   HTTPRetriever                  client of a remote server (R1-Searcher's
                                  /queries or Search-R1's /retrieve protocol)
   serve, Limits                  serve any retriever on both protocols
@@ -20,10 +21,12 @@ from rsearch_jax.retrieval._bm25 import BM25Retriever
 from rsearch_jax.retrieval._corpus import (load_corpus, read_jsonl_contents,
                                            read_kilt_pages, read_r1_tsv,
                                            read_wiki_vital, split_words)
+from rsearch_jax.retrieval._routed import RoutedRetriever
 from rsearch_jax.retrieval._http import HTTPRetriever, RetrieverRequestError
+from rsearch_jax.retrieval._routed import RoutedRetriever
 from rsearch_jax.retrieval._server import Limits, RetrieverServer, serve
 
-__all__ = ["Doc", "Retriever", "BM25Retriever", "HTTPRetriever",
+__all__ = ["Doc", "Retriever", "BM25Retriever", "HTTPRetriever", "RoutedRetriever",
            "RetrieverRequestError", "serve", "Limits", "RetrieverServer",
            "load_corpus", "read_jsonl_contents", "read_kilt_pages",
            "read_r1_tsv", "read_wiki_vital", "split_words", "make_retriever"]

@@ -326,8 +326,12 @@ class Trainer:
     learner = self._learner
     sampler = self.make_sampler(learner.model)
     prompts = [self.prompt_fn(it.question) for it in items for _ in range(g)]
+    # A question may name the corpus its searches read (synthetic: a renamed
+    # copy of the world); "" is the retriever's default.
+    corpora = [getattr(it, "corpus", "") for it in items for _ in range(g)]
     t0 = time.perf_counter()
-    out = sampler(prompts, seed=int(self.seed * 1_000_003 + global_step))
+    out = sampler(prompts, seed=int(self.seed * 1_000_003 + global_step),
+                  corpora=corpora if any(corpora) else None)
     sample_seconds = time.perf_counter() - t0
     segs = [out.segments(i, self.tokenizer) for i in range(len(prompts))]
     totals, parts, correct = [], {}, []

@@ -13,11 +13,15 @@ budget, and the pieces are concatenated with the tag ids, e.g. (R1-Searcher):
 
 An empty query or an empty result gives a block whose body is "None"; a row
 past its search budget gets a block that says so, and no search runs.
+
+Rows may search different corpora (`corpora`, one key per row, set for one
+sampling call): the retriever is then a `retrieval.RoutedRetriever`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import threading
 from typing import Sequence
 
@@ -90,11 +94,19 @@ class RetrievalHandoff:
     self._lock = threading.Lock()
     self._memo: dict[tuple[int, int], tuple[np.ndarray, int, int]] = {}
     self.log: dict[int, list[SearchRecord]] = {}
+    self.corpora: Sequence[str] | None = None
 
-  def reset(self) -> None:
+  def reset(self, corpora: Sequence[str] | None = None) -> None:
+    """Forgets the last call's searches; `corpora[i]` names row i's corpus
+    for the next call (None: every row searches the retriever's default)."""
+    if corpora is not None and "corpora" not in inspect.signature(
+        self.retriever.search).parameters:
+      raise ValueError("per-row corpora need a retrieval.RoutedRetriever, not "
+                       f"{type(self.retriever).__name__}")
     with self._lock:
       self._memo.clear()
       self.log = {}
+      self.corpora = None if corpora is None else list(corpora)
 
   # -- query extraction ------------------------------------------------------
 
@@ -163,8 +175,13 @@ class RetrievalHandoff:
                   if queries[i] and num_searches[i] < self.max_searches]
     results = {}
     if searchable:
-      found = self.retriever.search([queries[i] for i in searchable],
-                                    self.fmt.top_k)
+      qs = [queries[i] for i in searchable]
+      if self.corpora is None:
+        found = self.retriever.search(qs, self.fmt.top_k)
+      else:
+        found = self.retriever.search(
+            qs, self.fmt.top_k,
+            corpora=[self.corpora[int(row_ids[i])] for i in searchable])
       results = dict(zip(searchable, found))
     with self._lock:
       for i in todo:

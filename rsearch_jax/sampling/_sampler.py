@@ -157,7 +157,14 @@ class Sampler:
     return tokens, mask
 
   def __call__(self, prompts: Sequence[str | Sequence[int]],
-               seed: int | jax.Array = 0) -> SamplerOutput:
+               seed: int | jax.Array = 0,
+               corpora: Sequence[str] | None = None) -> SamplerOutput:
+    """Samples a completion of each prompt; `corpora[i]` names the corpus
+    prompt i's searches read (a `retrieval.RoutedRetriever` key)."""
+    if corpora is not None and len(corpora) != len(prompts):
+      raise ValueError(f"{len(prompts)} prompts but {len(corpora)} corpora")
+    if corpora is not None and self.handoff is None:
+      raise ValueError("corpora given to a sampler without a retriever")
     tokens, mask = self.encode_prompts(prompts)
     b = tokens.shape[0]
     rng = jax.random.key(seed) if isinstance(seed, int) else seed
@@ -167,7 +174,7 @@ class Sampler:
       tokens, mask, row_ids = (jax.device_put(x, shard)
                                for x in (tokens, mask, row_ids))
     if self.handoff is not None:
-      self.handoff.reset()
+      self.handoff.reset(corpora)
     graphdef, params = nnx.split(self.model)
     ctx = (sharding_lib.use_mesh(self.mesh, self.rules)
            if self.mesh is not None else contextlib.nullcontext())
