@@ -81,6 +81,12 @@ def validate(cfg) -> None:
                       "data.copy_examples > 0 and kind 'sft' (data."
                       f"copy_examples={cfg.data.copy_examples}, kind="
                       f"{cfg.stages[n].kind!r})")
+  for n in _names(cfg.curriculum):
+    if (n in cfg.stages and cfg.stages[n].data == "train_multihop_renamed"
+        and cfg.data.rl_renamed_worlds <= 0):
+      problems.append(f"stages.{n}.data='train_multihop_renamed' needs "
+                      "data.rl_renamed_worlds > 0 (the renamed copies its "
+                      "questions come from)")
   if cfg.model.smear_keys and cfg.model.path != "scratch":
     problems.append("model.smear_keys applies to a scratch model only "
                     f"(model.path={cfg.model.path!r}: Llama / Qwen2 weights "

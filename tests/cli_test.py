@@ -39,6 +39,12 @@ def _train(*overrides: str) -> subprocess.CompletedProcess:
       "data.sft_perturbed_worlds > 0"]),
     ("--config.data.sft_perturbed_worlds=-2", ["data.sft_perturbed_worlds=-2",
                                                ">= 0"]),
+    # RL on the renamed copies' questions without any copy: both fields.
+    ("--config.stages.rl.data=train_multihop_renamed",
+     ["stages.rl.data='train_multihop_renamed'",
+      "data.rl_renamed_worlds > 0"]),
+    ("--config.data.rl_renamed_worlds=-1", ["data.rl_renamed_worlds=-1",
+                                            ">= 0"]),
     # Smeared keys asked of real weights: named, with the fix.
     ("--config.model.smear_keys=True --config.model.path=asset:x",
      ["model.smear_keys applies to a scratch model only",
@@ -72,7 +78,8 @@ def _train(*overrides: str) -> subprocess.CompletedProcess:
      ["data.sft_sort_window=-1 should be >= 0", "eval.every=-3 should be >= 0"]),
 ], ids=["misspelled", "wrong_type", "inconsistent", "unknown_reward",
         "negative_count", "two_hop_without_renamed_worlds",
-        "negative_perturbed_worlds",
+        "negative_perturbed_worlds", "renamed_rl_data_without_copies",
+        "negative_rl_renamed_worlds",
         "smeared_keys_on_real_weights", "copy_stage_no_data", "bad_advantage",
         "bad_memorization", "bad_aggregation", "bad_kl_kind",
         "bad_stage_kind", "mini_batches_do_not_divide", "no_epochs",
