@@ -119,15 +119,16 @@ class _Sampled(Exception):
                          ids=["routed", "default"])
 def test_an_rl_step_hands_each_rollout_its_questions_corpus(tmp_path, corpora):
   """Each of a group's rollouts searches its question's corpus; a batch
-  whose questions all search the default corpus passes none."""
+  whose questions all search the default corpus does not pass `corpora`
+  (a sampler of one corpus need not take it)."""
   from rsearch_jax.data.synthetic import Question
   questions = [Question(id=str(i), question=f"q{i}?", answers=("a",), hops=2,
                         kind="2hop", internal=False, facts=(), entities=(),
                         corpus=c) for i, c in enumerate(corpora)]
   calls = []
 
-  def sampler(prompts, seed=0, corpora=None):
-    calls.append((list(prompts), corpora))
+  def sampler(prompts, seed=0, **routed):
+    calls.append((list(prompts), routed.get("corpora", "not passed")))
     raise _Sampled
 
   trainer = Trainer(model=testing.tiny_model(TOK.vocab_size, layers=1),
@@ -146,4 +147,4 @@ def test_an_rl_step_hands_each_rollout_its_questions_corpus(tmp_path, corpora):
     assert got == [want[p] for p in prompts]
     assert sorted(got) == sorted(c for c in corpora for _ in range(2))
   else:
-    assert got is None and len(prompts) == 6
+    assert got == "not passed" and len(prompts) == 6

@@ -327,11 +327,13 @@ class Trainer:
     sampler = self.make_sampler(learner.model)
     prompts = [self.prompt_fn(it.question) for it in items for _ in range(g)]
     # A question may name the corpus its searches read (synthetic: a renamed
-    # copy of the world); "" is the retriever's default.
+    # copy of the world); "" is the retriever's default. Only then is the
+    # sampler asked to route (a sampler of one corpus needs no `corpora`).
     corpora = [getattr(it, "corpus", "") for it in items for _ in range(g)]
+    routed = {"corpora": corpora} if any(corpora) else {}
     t0 = time.perf_counter()
     out = sampler(prompts, seed=int(self.seed * 1_000_003 + global_step),
-                  corpora=corpora if any(corpora) else None)
+                  **routed)
     sample_seconds = time.perf_counter() - t0
     segs = [out.segments(i, self.tokenizer) for i in range(len(prompts))]
     totals, parts, correct = [], {}, []
