@@ -386,13 +386,7 @@ def _synthetic(cfg, mesh):
   keep = {e for q in splits["heldout_entities"] for e in q.entities}
   heldout_texts = {q.question for q in splits["heldout"]}
   for k in range(cfg.data.sft_renamed_worlds):
-    other = world.renamed(k, keep=keep)
-    # No trajectory may contradict what pretraining taught about a name:
-    # the cold start would trade the internal facts for the renamed ones.
-    questions = [q for q in other.questions()
-                 if not keep.intersection(q.entities)
-                 and q.question not in heldout_texts
-                 and not synthetic.contradicts_internal(q, other, world)]
+    other, questions = _renamed_copy(world, k, keep, heldout_texts)
     examples += in_copy(other, questions, cfg.world.seed + k, True)
   # Perturbed worlds: the internal facts kept (recalled, where the method
   # recalls), the others shuffled (read). A question with the same facts as
@@ -458,24 +452,31 @@ def _synthetic(cfg, mesh):
   return model, tok, retriever, datasets, prompt_fn, eval_sets
 
 
+def _renamed_copy(world, k: int, keep, heldout_texts):
+  """The k-th renamed copy of the world (the names in `keep` in place) and
+  the questions a run may train on in it: none involving a held-out entity,
+  repeating a held-out question's text, or stating of a name another value
+  than an internal fact does (the model would trade what pretraining taught
+  it for the copy's facts)."""
+  from rsearch_jax.data import synthetic
+  other = world.renamed(k, keep=keep)
+  return other, [q for q in other.questions()
+                 if not keep.intersection(q.entities)
+                 and q.question not in heldout_texts
+                 and not synthetic.contradicts_internal(q, other, world)]
+
+
 def _renamed_rl_questions(world, copies, keep, heldout_texts, seed: int):
   """Multi-hop RL questions in the renamed copies `copies` of the world (its
-  chained ones, and as many comparisons drawn at random), each naming its
-  copy's corpus, and a BM25 retriever per copy.
-
-  As for the cold start's copies, no question involves a held-out entity,
-  repeats a held-out question's text, or states a fact contradicting an
-  internal one."""
+  chained ones, and as many comparisons drawn at random, from those
+  `_renamed_copy` allows), each naming its copy's corpus, and a BM25
+  retriever per copy."""
   from rsearch_jax import retrieval
-  from rsearch_jax.data import synthetic
   questions, engines = [], {}
   for k in copies:
-    other = world.renamed(k, keep=keep)
+    other, allowed = _renamed_copy(world, k, keep, heldout_texts)
     key = f"renamed-{k}"
-    pool = [q for q in other.questions()
-            if q.kind != "1hop" and not keep.intersection(q.entities)
-            and q.question not in heldout_texts
-            and not synthetic.contradicts_internal(q, other, world)]
+    pool = [q for q in allowed if q.kind != "1hop"]
     chained = [q for q in pool if q.kind == "2hop"]
     compared = [q for q in pool if q.kind == "comparison"]
     rng = np.random.default_rng([seed, 11, k])
