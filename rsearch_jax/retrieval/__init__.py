@@ -26,7 +26,8 @@ from rsearch_jax.retrieval._routed import RoutedRetriever
 from rsearch_jax.retrieval._server import Limits, RetrieverServer, serve
 
 __all__ = ["Doc", "Retriever", "BM25Retriever", "HTTPRetriever",
-           "RoutedRetriever", "RetrieverRequestError", "serve", "Limits", "RetrieverServer",
+           "RoutedRetriever", "RetrieverRequestError", "serve", "Limits",
+           "RetrieverServer",
            "load_corpus", "read_jsonl_contents", "read_kilt_pages",
            "read_r1_tsv", "read_wiki_vital", "split_words", "make_retriever"]
 
