@@ -39,6 +39,10 @@ The config reference (README "Config reference" mirrors this):
   rl.length_groups    an update's rollouts sorted by length and run as this
                       many passes, each as wide as its own longest row: the
                       same update with less padding (needs micro_batches=1)
+  rl.skip_zero_gradient  those passes leave out the rollouts whose gradient
+                      is exactly 0 (no sampled token; or advantage 0 with
+                      no KL or entropy loss term): the same update, fewer
+                      passes; metric grad_rows is the share left in
   rl.mini_batches     optimizer updates per RL step, each on that fraction
                       of the step's rollouts
   rl.epochs           passes over a step's rollouts (PPO epochs); with
@@ -153,7 +157,7 @@ def base(method: str) -> ml_collections.ConfigDict:
       doc_tokens=60, tag_grammar=False))
   c.rl = ml_collections.ConfigDict(dict(
       group_size=8, advantage="reinforce_pp", whiten=False, micro_batches=1,
-      length_groups=1, mini_batches=1, epochs=1,
+      length_groups=1, skip_zero_gradient=True, mini_batches=1, epochs=1,
       memorization="none", fit_multiple=64))
   c.rl.loss = ml_collections.ConfigDict(dict(
       clip_eps=0.2, clip_eps_high=0.2, kl_coef=0.0, kl_kind="k3",

@@ -199,6 +199,7 @@ def rl_settings(cfg, grammar=None) -> RLSettings:
                     whiten=cfg.rl.whiten, loss=loss,
                     micro_batches=cfg.rl.micro_batches,
                     length_groups=cfg.rl.length_groups,
+                    skip_zero_gradient=cfg.rl.skip_zero_gradient,
                     mini_batches=cfg.rl.mini_batches, epochs=cfg.rl.epochs,
                     memorization=cfg.rl.memorization,
                     fit_multiple=cfg.rl.fit_multiple)

@@ -15,7 +15,8 @@ from flax import nnx
 from rsearch_jax import models, sharding
 from rsearch_jax.rl import (Learner, LossConfig, NLLBatch, OptimConfig,
                             RLBatch, RLSettings, Trainer, fit_to_rollouts,
-                            fitted_width, make_optimizer, nll_batch, rl_loss)
+                            fitted_width, make_optimizer, nll_batch, rl_loss,
+                            rows_with_gradient)
 from rsearch_jax.sampling import SamplerOutput
 
 jax.config.update("jax_default_matmul_precision", "highest")
@@ -242,6 +243,69 @@ def test_length_groups_give_the_one_pass_update(aggregation):
   p1, p4 = _params(one), _params(grouped)
   for k in p1:
     np.testing.assert_allclose(p4[k], p1[k], atol=2e-6, err_msg=k)
+
+
+def _with_dead_rows(batch, dead):
+  """`batch` with the advantage of rows `dead` set to 0 (all rollouts of a
+  prompt with one reward)."""
+  adv = np.array(batch.advantages)
+  adv[list(dead)] = 0.0
+  return dataclasses.replace(batch, advantages=adv)
+
+
+def test_rows_with_gradient():
+  batch = _with_dead_rows(_varied_batch(21), [0, 1, 2])  # row 3: no token
+  none = dataclasses.replace(LOSS, kl_coef=0.0, entropy_coef=0.0)
+  want = np.ones(16, bool)
+  want[[0, 1, 2, 3]] = False
+  np.testing.assert_array_equal(rows_with_gradient(batch, none), want)
+  # KL folded into the advantages adds no loss term of its own.
+  folded = dataclasses.replace(none, kl_coef=0.1, kl_kind="k1_reward")
+  np.testing.assert_array_equal(rows_with_gradient(batch, folded), want)
+  # An entropy or a KL loss term has gradient on every sampled token.
+  want[[0, 1, 2]] = True
+  for loss in (dataclasses.replace(none, entropy_coef=0.01),
+               dataclasses.replace(none, kl_coef=0.1, kl_kind="k3")):
+    np.testing.assert_array_equal(rows_with_gradient(batch, loss), want)
+
+
+@pytest.mark.parametrize("aggregation", ["token_mean", "seq_mean_token_sum"])
+def test_rows_without_gradient_are_left_out_of_the_same_update(aggregation):
+  """Half the rows with advantage 0 (and one without a sampled token): the
+  length groups run 2 passes of 4 rows instead of 4 and give the one-pass
+  update over all 16 rows, two updates in a row; the statistics are those of
+  the rows run, as a one-pass update on those rows alone reports them."""
+  loss = dataclasses.replace(LOSS, kl_coef=0.0, entropy_coef=0.0,
+                             aggregation=aggregation)
+  dead = [0, 1, 2, 4, 5, 6, 9]  # and 3, which has no sampled token
+  batches = [_with_dead_rows(_varied_batch(seed), dead) for seed in (16, 17)]
+  live = [i for i in range(16) if i not in dead + [3]]
+  one = Learner(_model(), OPTIM, loss)
+  grouped = Learner(_model(), OPTIM, loss, length_groups=4, fit_multiple=8)
+  alone = Learner(_model(), OPTIM, loss)  # the live rows only, first update
+  shapes = []
+  grads_fn = grouped._rl_grads
+  grouped._rl_grads = lambda p, b, *e: (shapes.append(b.tokens.shape), grads_fn(p, b, *e))[1]
+  for n, batch in enumerate(batches):
+    s1, s2 = one.rl_step(batch), grouped.rl_step(batch)
+    assert grouped.last_passes == 2
+    for k in ("loss", "pg_loss", "grad_norm"):
+      assert s2[k] == pytest.approx(s1[k], rel=1e-5, abs=1e-7), k
+    if n == 0:
+      sub = jax.tree.map(lambda x: x[live], batch)
+      ref = alone.rl_step(sub)
+      for k in ("entropy", "approx_kl", "ratio_mean", "clip_frac"):
+        assert s2[k] == pytest.approx(ref[k], rel=1e-5, abs=1e-7), k
+  assert s1["clip_frac"] > 0  # the second update is not at ratio 1
+  assert [w[0] for w in shapes] == [4] * 4
+  p1, p2 = _params(one), _params(grouped)
+  for k in p1:
+    np.testing.assert_allclose(p2[k], p1[k], atol=2e-6, err_msg=k)
+  # Switched off, all four passes run.
+  full = Learner(_model(), OPTIM, loss, length_groups=4, fit_multiple=8,
+                 skip_zero_gradient=False)
+  full.rl_step(batches[0])
+  assert full.last_passes == 4
 
 
 def test_length_groups_on_a_mesh_equal_one_pass_on_one_device():

@@ -5,7 +5,7 @@
                                   outcome rewards -> advantages (pure jnp)
   policy_loss, kl_penalty, entropy_from_logits, masked_nll, masked_mean,
   token_logprobs_from_logits      token-level losses under the loss mask
-  Learner, LossConfig, OptimConfig, RLBatch, NLLBatch
+  Learner, LossConfig, OptimConfig, RLBatch, NLLBatch, rows_with_gradient
                                   the jitted, sharded RL / SFT update
   token_advantages, rl_batch, nll_batch, pack_texts, text_examples,
   training_mask, fitted_width, fit_to_rollouts
@@ -35,7 +35,7 @@ from rsearch_jax.rl._rollouts import (fit_to_rollouts, fitted_width,
 from rsearch_jax.rl._train_step import (LOSS_KL_KINDS, SCHEDULES, Learner,
                                         LossConfig, NLLBatch, OptimConfig,
                                         RLBatch, make_optimizer, make_schedule,
-                                        nll_loss, rl_loss)
+                                        nll_loss, rl_loss, rows_with_gradient)
 
 __all__ = [
     "ADVANTAGE_METHODS", "compute_advantages", "discounted_returns",
@@ -48,5 +48,5 @@ __all__ = [
     "text_examples", "token_advantages", "training_mask",
     "LOSS_KL_KINDS", "SCHEDULES", "Learner", "LossConfig", "NLLBatch",
     "OptimConfig", "RLBatch", "make_optimizer", "make_schedule", "nll_loss",
-    "rl_loss", "MEMORIZATIONS", "STAGE_KINDS", "RLSettings", "Stage", "Trainer",
+    "rl_loss", "rows_with_gradient", "MEMORIZATIONS", "STAGE_KINDS", "RLSettings", "Stage", "Trainer",
 ]

@@ -38,7 +38,8 @@ from rsearch_jax.data._qa import PromptIterator
 from rsearch_jax.prompts import MethodTags
 from rsearch_jax.rl import _memorization as mem_lib
 from rsearch_jax.rl import _rollouts as rollouts
-from rsearch_jax.rl._train_step import Learner, LossConfig, OptimConfig
+from rsearch_jax.rl._train_step import (Learner, LossConfig, OptimConfig,
+                                        rows_with_gradient)
 
 STAGE_KINDS = ("pretrain", "sft", "rl")
 MEMORIZATIONS = ("none", "rule", "policy")  # RLSettings.memorization
@@ -102,6 +103,8 @@ class RLSettings:
     length_groups: each RL update's rows sorted by length and split into
       this many passes, each as wide as its own rows (the same update with
       less padding; Learner).
+    skip_zero_gradient: those passes leave out the rows whose gradient is
+      exactly 0 (Learner; the same update in fewer passes).
     mini_batches: optimizer updates per RL step, each on 1/mini_batches of
       the step's rollouts (OpenRLHF's train_batch_size < rollout batch).
     epochs: passes over the step's rollouts (PPO epochs). With more than
@@ -120,6 +123,7 @@ class RLSettings:
   loss: LossConfig = LossConfig()
   micro_batches: int = 1
   length_groups: int = 1
+  skip_zero_gradient: bool = True
   mini_batches: int = 1
   epochs: int = 1
   memorization: str = "none"
@@ -302,6 +306,7 @@ class Trainer:
     learner = Learner(model, optim, loss,
                       micro_batches=self.rl.micro_batches if rl else 1,
                       length_groups=self.rl.length_groups if rl else 1,
+                      skip_zero_gradient=self.rl.skip_zero_gradient,
                       fit_multiple=self.rl.fit_multiple, mesh=self.mesh)
     if keep and self._learner is not None:
       learner.opt_state, learner.step = self._learner.opt_state, self._learner.step
@@ -387,6 +392,8 @@ class Trainer:
     update_seconds = time.perf_counter() - t1
     sampled = out.loss_mask.sum(axis=1)
     m = dict(stats)
+    # The rollouts the update can learn from (the others' advantage is 0).
+    m["grad_rows"] = float(rows_with_gradient(batch, loss_cfg).mean())
     m.update(
         reward=float(rewards.mean()),
         accuracy=float(np.mean(correct)),

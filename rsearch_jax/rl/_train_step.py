@@ -10,6 +10,8 @@ Main entry points:
                                          `logprobs` (teacher-forced scoring).
   fitted_width(lengths, max_len, multiple)
                                          how many columns an update needs.
+  rows_with_gradient(batch, loss)        which rollouts an RL update can
+                                         learn from.
 
 Every token term (policy loss, KL, entropy, statistics) is masked by the
 sampler's loss mask, so retrieved documents never receive gradient. With
@@ -19,7 +21,11 @@ OpenRLHF). With `length_groups > 1` the rows are sorted by length and split
 into that many groups, each its own pass as wide as its longest row; every
 group's terms are weighed by its share of the batch's sampled tokens (or
 rows), so their sum is the one-pass loss and gradient, with less padding
-(BENCHMARKS.md, "Length groups"). An SFT update is one program jitted per
+(BENCHMARKS.md, "Length groups"). The groups leave out the rows whose
+gradient is exactly zero: rows with no sampled token, and, when the loss has
+no KL or entropy term, rows whose advantage is 0 on every sampled token (a
+prompt whose rollouts all got the same reward). The update is the same; it
+runs fewer passes (BENCHMARKS.md, "Rows without gradient"). An SFT update is one program jitted per
 shape, an RL update three: the policy gradient (once per rollout width, or
 group shape), the memorization gradient (once per its own width) and the
 optimizer step, which takes parameters and optimizer state donated.
@@ -201,6 +207,23 @@ def fitted_width(lengths: Sequence[int] | np.ndarray, max_len: int,
   return min(max_len, -(-longest // multiple) * multiple)
 
 
+def rows_with_gradient(batch: RLBatch, loss: LossConfig) -> np.ndarray:
+  """[B] bool: the rows whose policy-gradient terms can be nonzero.
+
+  A row without a sampled token has none. With no KL and no entropy term in
+  the loss (kl_coef 0, or KL folded into the advantages as "k1_reward";
+  entropy_coef 0), neither has a row whose advantage is 0 on every sampled
+  token: its clipped surrogate is 0 whatever the policy. That is every row of
+  a prompt whose rollouts all got the same outcome reward under a group
+  baseline. Their token-mean weight still counts (the update divides by all
+  sampled tokens), only their zero gradient is not computed.
+  """
+  on = np.asarray(batch.loss_mask) > 0
+  if loss.entropy_coef != 0 or (loss.kl_coef != 0 and loss.kl_kind != "k1_reward"):
+    return on.any(1)
+  return (on & (np.asarray(batch.advantages) != 0)).any(1)
+
+
 def _token_logprobs(model, tokens, positions, temperature: float, chunk: int,
                     entropy_mask=None, grammar=None, sampled=None):
   """(logp [B, T], entropy [B, T] or None) of a teacher-forced pass; with a
@@ -294,12 +317,18 @@ class Learner:
       many groups, each a pass as wide as its own longest row rounded up to
       `fit_multiple` (the same update as one pass, with less padding; needs
       micro_batches=1).
+    skip_zero_gradient: with length_groups > 1, leave out the rows
+      `rows_with_gradient` rules out: the groups hold only the others (the
+      last one filled up with the shortest rows left out), so fewer of them
+      run. The same update; the statistics entropy, clip_frac, approx_kl,
+      ratio_mean and kl are then over the rows run.
     fit_multiple: the groups' width rounding (fitted_width).
     mesh, rules: shard parameters, optimizer state and batches.
   """
 
   def __init__(self, model, optim: OptimConfig, loss: LossConfig, *,
                micro_batches: int = 1, length_groups: int = 1,
+               skip_zero_gradient: bool = True,
                fit_multiple: int = 64, mesh=None,
                rules=sharding_lib.DEFAULT_RULES):
     if length_groups < 1:
@@ -313,6 +342,8 @@ class Learner:
     self.optim_cfg, self.loss_cfg = optim, loss
     self.micro_batches = micro_batches
     self.length_groups, self.fit_multiple = length_groups, fit_multiple
+    self.skip_zero_gradient = skip_zero_gradient
+    self.last_passes = 0  # policy-gradient passes of the last RL update
     self.mesh, self.rules = mesh, rules
     self._batch_shards = 1
     self.tx = make_optimizer(optim)
@@ -470,14 +501,30 @@ class Learner:
     lengths = np.where(real.any(1), width - np.argmax(real[:, ::-1], axis=1), 0)
     on = host.loss_mask > 0
     totals = np.array([on.sum(), on.any(1).sum()], np.float64)
+    order = np.argsort(lengths, kind="stable")
+    passes = k
+    if self.skip_zero_gradient:
+      # The rows with gradient first (by length), then the others (by
+      # length): the last pass is filled up with the shortest of those.
+      live = rows_with_gradient(host, self.loss_cfg)[order]
+      order = np.concatenate([order[live], order[~live]])
+      passes = max(1, -(-int(live.sum()) // size))
     grads = stats = None
-    for idx in np.split(np.argsort(lengths, kind="stable"), k):
+    run = 0.0
+    for idx in np.split(order[:passes * size], passes):
       w = fitted_width(lengths[idx], width, self.fit_multiple)
       part = jax.tree.map(lambda x: x[idx, :w] if x.ndim == 2 else x[idx], host)
       counts = np.array([on[idx].sum(), on[idx].any(1).sum()], np.float64)
       share = (counts / np.maximum(totals, 1)).astype(np.float32)
+      run += float(share[0])
       g, s = self._rl_grads(self.params, self._put(part), share)
       grads, stats = (g, s) if grads is None else self._add((grads, stats), (g, s))
+    self.last_passes = passes
+    if passes < k and run > 0:
+      # The token-mean statistics over the rows run, not over all the rows
+      # (the loss itself is whole: the rows left out add exactly 0 to it).
+      stats = {n: v if n in ("loss", "pg_loss") else v / run
+               for n, v in stats.items()}
     return grads, stats
 
   def _mem_grads_fn(self, params, mem):
