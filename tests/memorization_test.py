@@ -407,3 +407,33 @@ def test_rl_run_without_memorization_builds_no_batch(tmp_path, monkeypatch):
   mem_batches = [mem for _, mem in calls]
   assert mem_batches == [None]
   assert trainer.history[0]["memorized"] == 0
+
+
+def test_rl_step_learns_only_from_groups_whose_rewards_differ(tmp_path, monkeypatch):
+  """The second question's four rollouts all answer 1974 (wrong) in the
+  same format: one reward, advantage 0. The step logs half its rollouts
+  as having gradient, and its update (two length groups of 4) runs one
+  pass, over the first question's rollouts."""
+  wrong = [(t.replace("1931</answer>", "1974</answer>"), r)
+           for t, r in _lower(TWO_SEARCHES)]
+  script = dict(SCRIPT)
+  script["when was the director of vorantel born?"] = [(wrong, False)] * 4
+  monkeypatch.setitem(globals(), "SCRIPT", script)
+  passes = []
+  grouped = _train_step.Learner._grouped_rl_grads
+
+  def counted(self, batch):
+    out = grouped(self, batch)
+    passes.append(self.last_passes)
+    return out
+
+  monkeypatch.setattr(_train_step.Learner, "_grouped_rl_grads", counted)
+  trainer = scripted_trainer(
+      tmp_path, RLSettings(group_size=4, length_groups=2, fit_multiple=16),
+      reward_names=("answer_cem",))
+  trainer.run()
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  rows = [r for r in rows if r["stage"] == "rl"]
+  assert [r["grad_rows"] for r in rows] == [0.5]
+  assert [r["accuracy"] for r in rows] == [0.375]  # 3 of the first 4 right
+  assert passes == [1]
