@@ -48,5 +48,6 @@ __all__ = [
     "text_examples", "token_advantages", "training_mask",
     "LOSS_KL_KINDS", "SCHEDULES", "Learner", "LossConfig", "NLLBatch",
     "OptimConfig", "RLBatch", "make_optimizer", "make_schedule", "nll_loss",
-    "rl_loss", "rows_with_gradient", "MEMORIZATIONS", "STAGE_KINDS", "RLSettings", "Stage", "Trainer",
+    "rl_loss", "rows_with_gradient", "MEMORIZATIONS", "STAGE_KINDS",
+    "RLSettings", "Stage", "Trainer",
 ]

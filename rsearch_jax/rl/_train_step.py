@@ -25,10 +25,11 @@ rows), so their sum is the one-pass loss and gradient, with less padding
 gradient is exactly zero: rows with no sampled token, and, when the loss has
 no KL or entropy term, rows whose advantage is 0 on every sampled token (a
 prompt whose rollouts all got the same reward). The update is the same; it
-runs fewer passes (BENCHMARKS.md, "Rows without gradient"). An SFT update is one program jitted per
-shape, an RL update three: the policy gradient (once per rollout width, or
-group shape), the memorization gradient (once per its own width) and the
-optimizer step, which takes parameters and optimizer state donated.
+runs fewer passes (BENCHMARKS.md, "Rows without gradient"). An SFT update
+is one program jitted per shape, an RL update three: the policy gradient
+(once per rollout width, or group shape), the memorization gradient (once
+per its own width) and the optimizer step, which takes parameters and
+optimizer state donated.
 Log-probs and entropy are taken from the final hidden states
 `LossConfig.logits_chunk` slots at a time, so no [B, T, V] logits buffer is
 ever held (see losses.token_logprobs_from_hidden).
@@ -219,7 +220,8 @@ def rows_with_gradient(batch: RLBatch, loss: LossConfig) -> np.ndarray:
   sampled tokens), only their zero gradient is not computed.
   """
   on = np.asarray(batch.loss_mask) > 0
-  if loss.entropy_coef != 0 or (loss.kl_coef != 0 and loss.kl_kind != "k1_reward"):
+  kl_term = loss.kl_coef != 0 and loss.kl_kind != "k1_reward"
+  if loss.entropy_coef != 0 or kl_term:
     return on.any(1)
   return (on & (np.asarray(batch.advantages) != 0)).any(1)
 
