@@ -79,6 +79,11 @@ The config reference (README "Config reference" mirrors this):
   data.sft_premature  the share of the cold start's chained trajectories in
                       which the agent stops after the first hop and answers
                       the bridge (wrong): an agent that stops one hop short
+  data.sft_compare    "two_searches" | "one_search": how the scripted agent
+                      looks up a comparison whose facts it searches; one
+                      query naming both, then the years compared in the
+                      question's direction
+                      (synthetic.scripted_trajectory's `compare`)
   data.sft_own_world  the cold start includes sft_examples trajectories in
                       the world itself (synthetic; False: only in the
                       renamed / perturbed worlds)
@@ -172,7 +177,7 @@ def base(method: str) -> ml_collections.ConfigDict:
       source="r1_searcher", dir="../shared/data/r1_searcher", seq_len=256,
       sft_examples=64, sft_own_world=True, sft_one_hop_only=True,
       sft_search_all=True, sft_search_internal=0.0, sft_restate="none",
-      sft_premature=0.0,
+      sft_premature=0.0, sft_compare="two_searches",
       sft_renamed_worlds=0, sft_perturbed_worlds=0, sft_renamed_two_hop=0,
       rl_renamed_worlds=0,
       whole_word_names=False,

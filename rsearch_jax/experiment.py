@@ -145,7 +145,9 @@ def _bad_choices(cfg) -> list[str]:
              rl_lib.AGGREGATIONS),
             ("rl.loss.kl_kind", cfg.rl.loss.kl_kind, rl_lib.LOSS_KL_KINDS),
             ("data.sft_restate", cfg.data.sft_restate,
-             synthetic_lib.RESTATE_MODES)]
+             synthetic_lib.RESTATE_MODES),
+            ("data.sft_compare", cfg.data.sft_compare,
+             synthetic_lib.COMPARE_MODES)]
   fields += [(f"stages.{n}.kind", st.kind, rl_lib.STAGE_KINDS)
              for n, st in cfg.stages.items()]
   return [f"{field}={value!r} is not one of {', '.join(map(repr, allowed))}"
@@ -380,7 +382,8 @@ def _synthetic(cfg, mesh):
             prompt_fn, search, style, search_all, n,
             search_internal=cfg.data.sft_search_internal,
             restate=cfg.data.sft_restate,
-            premature=cfg.data.sft_premature, seed=seed)
+            premature=cfg.data.sft_premature,
+            compare=cfg.data.sft_compare, seed=seed)
     return out
 
   # Counterfactual worlds (names shuffled): their answers must be read.
@@ -534,7 +537,8 @@ def _sft_examples(cfg, world, train, prompt_fn, search, style):
                   cfg.data.sft_search_all, n,
                   search_internal=cfg.data.sft_search_internal,
                   restate=cfg.data.sft_restate,
-                  premature=cfg.data.sft_premature, seed=cfg.world.seed)
+                  premature=cfg.data.sft_premature,
+                  compare=cfg.data.sft_compare, seed=cfg.world.seed)
   if len(out) < n:
     raise ValueError(f"data.sft_examples={n}: only {len(out)} scripted "
                      "trajectories found their facts; raise sampling.doc_tokens "
@@ -544,7 +548,8 @@ def _sft_examples(cfg, world, train, prompt_fn, search, style):
 
 def _scripted(world, questions, prompt_fn, search, style, search_all, n, *,
               search_internal: float = 0.0, restate: str = "none",
-              premature: float = 0.0, seed: int = 0):
+              premature: float = 0.0, compare: str = "two_searches",
+              seed: int = 0):
   """Up to n (prompt, segments) trajectories, skipping the questions whose
   search block misses a hop's fact. Without search_all, each trajectory
   searches every fact, internal ones too, with probability search_internal
@@ -558,7 +563,8 @@ def _scripted(world, questions, prompt_fn, search, style, search_all, n, *,
     try:
       segs = synthetic.scripted_trajectory(q, world, style, search,
                                            search_all=search_all or every,
-                                           restate=restate, premature=short)
+                                           restate=restate, premature=short,
+                                           compare=compare)
     except ValueError:
       continue
     out.append((prompt_fn(q.question), segs))

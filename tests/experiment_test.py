@@ -423,6 +423,43 @@ def test_restating_and_premature_agents_reach_the_cold_start(tmp_path):
   with pytest.raises(ValueError, match=r"data.sft_restate='sometimes' is not "
                      r"one of 'none', 'chained', 'every_hop'"):
     experiment.validate(cfg)
+  cfg = _config(tmp_path / "bad", sft_compare="both")
+  with pytest.raises(ValueError, match=r"data.sft_compare='both' is not "
+                     r"one of 'two_searches', 'one_search'"):
+    experiment.validate(cfg)
+
+
+def test_one_search_comparisons_reach_the_cold_start(tmp_path):
+  """data.sft_compare="one_search": the renamed copies' comparison
+  trajectories search once, with a query naming both people or films, and
+  answer right; the chained ones still search twice."""
+  cfg = _config(tmp_path, sft_renamed_worlds=4, sft_renamed_two_hop=12,
+                sft_examples=4, sft_compare="one_search")
+  mesh = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+  _, _, _, datasets, prompt_fn, _ = experiment._synthetic(cfg, mesh)
+  world = synthetic.make_world(synthetic.WorldConfig(**cfg.world))
+  splits = synthetic.make_splits(world, seed=cfg.world.seed)
+  keep = {e for q in splits["heldout_entities"] for e in q.entities}
+  questions = {}
+  for k in range(4):
+    for q in world.renamed(k, keep=keep).questions():
+      questions.setdefault(prompt_fn(q.question), []).append(q)
+  seen = collections.Counter()
+  for prompt, segments in datasets["sft"]:
+    qs = questions.get(prompt)
+    if not qs or qs[0].kind == "1hop":
+      continue
+    own = "".join(t for t, r in segments if isinstance(t, str) and not r)
+    queries = re.findall(r"<external>(.*?)</external>", own)
+    kind = qs[0].kind
+    seen[kind] += 1
+    if kind == "comparison":
+      assert len(queries) == 1 and all(e in queries[0]
+                                       for e in qs[0].entities), own
+      assert _answer(segments) in {q.answers[0] for q in qs}
+    else:
+      assert len(queries) + own.count("<internal>") == 2
+  assert seen["comparison"] >= 8 and seen["2hop"] >= 8, seen
 
 
 def test_rl_renamed_worlds_add_questions_that_search_their_copy(tmp_path):

@@ -735,6 +735,64 @@ def test_every_hop_agent_restates_what_remains_after_each_hop(
                           restate="sometimes")
 
 
+def test_one_search_comparison_reads_both_years_from_one_block(
+    world, splits, retriever, doc_facts):
+  """compare="one_search": a comparison whose facts are both searched is one
+  query naming both, whose block holds both years; the agent states both
+  facts, writes the answer's year first ("before" for the earlier, "after"
+  for the later: checked against the documents' years) and does not
+  restate the question. A comparison with an internal fact (R1-Searcher++,
+  not searching it) and every other kind are the two-search agent's."""
+  comparisons = [q for q in splits["train"] if q.kind == "comparison"]
+  one = 0
+  for style, search_all in (("r1", True), ("r1pp", False)):
+    for q in comparisons:
+      log = []
+      search = _block_search(retriever, style, log)
+      segments = S.scripted_trajectory(q, world, style, search,
+                                       search_all=search_all,
+                                       restate="every_hop",
+                                       compare="one_search")
+      searched = [f for f in q.facts if search_all or not world.is_internal(f)]
+      if len(searched) < 2:
+        assert segments == S.scripted_trajectory(
+            q, world, style, _block_search(retriever, style, []),
+            search_all=search_all, restate="every_hop")
+        continue
+      answer, pairs, _ = _resolve(q.question, doc_facts)
+      years = {e: y for e, y in (sorted(p, key=str.isdigit) for p in pairs)}
+      if not all(y in log[0][1] for y in years.values()):
+        continue  # the block missed a year: the two-search fallback
+      one += 1
+      assert len(log) == 1
+      query = log[0][0]
+      assert all(e in query for e in years), query
+      own = "".join(t for t, r in segments if not r)
+      assert "\nQuestion:" not in own
+      for e, y in years.items():
+        assert f"{e} was {'born' if 'born' in q.question else 'released'} in "\
+            f"the year {y}." in own
+      m = re.search(r" (\d{4}) is (before|after) (\d{4})\. So the answer is", own)
+      assert m, own
+      mine, other = years[answer], next(y for e, y in years.items()
+                                        if e != answer)
+      assert m.group(1) == mine and m.group(3) == other
+      assert m.group(2) == ("before" if int(mine) < int(other) else "after")
+      trace = rewards.parse_trace(segments, rewards.METHOD_TAGSETS[style])
+      assert trace.well_formed and trace.answer == answer == q.answers[0]
+      assert trace.num_retrievals == 1
+  assert one >= len(comparisons)
+  q = comparisons[0]
+  with pytest.raises(ValueError, match="compare='both'"):
+    S.scripted_trajectory(q, world, "r1", _block_search(retriever, "r1", []),
+                          compare="both")
+  for q in [q for q in splits["train"] if q.kind != "comparison"][:20]:
+    assert (S.scripted_trajectory(q, world, "r1", _block_search(
+        retriever, "r1", []), search_all=True, compare="one_search")
+            == S.scripted_trajectory(q, world, "r1", _block_search(
+                retriever, "r1", []), search_all=True))
+
+
 def test_premature_agent_answers_a_chained_question_with_its_bridge(
     world, splits, retriever, doc_facts):
   """premature=True: the imperfect agent stops after a chained question's

@@ -113,6 +113,7 @@ RELATIONS = ("born_in", "birth_year", "married_to", "directed",
              "released_year", "founded", "headquartered_in")
 KINDS = ("1hop", "2hop", "comparison")
 RESTATE_MODES = ("none", "chained", "every_hop")
+COMPARE_MODES = ("two_searches", "one_search")
 STYLES = ("r1", "r1pp")
 INTERNAL_BEGIN, INTERNAL_END = "<internal>", "</internal>"
 THINK_BEGIN, THINK_END = "<think>", "</think>"
@@ -1048,7 +1049,9 @@ def scripted_trajectory(question: Question, world: World, style: str,
                         search: Callable[[str], str], *,
                         search_all: bool = False,
                         restate: str = "none",
-                        premature: bool = False) -> list[tuple[str, bool]]:
+                        premature: bool = False,
+                        compare: str = "two_searches",
+                        ) -> list[tuple[str, bool]]:
   """A scripted completion of `prompt(question, style)`, as segments.
 
   Args:
@@ -1075,6 +1078,15 @@ def scripted_trajectory(question: Question, world: World, style: str,
     premature: on a chained question, the agent answers after the first hop
       with the bridge it found (a wrong answer): the imperfect agent that
       stops one hop short.
+    compare: one of `COMPARE_MODES`, how a comparison whose two facts are
+      both searched is looked up.
+      "two_searches": one hop after the other, as any question.
+      "one_search": one query naming both ("A B born year"), whose block
+        holds both documents; the agent states both facts, then compares
+        the years in the question's direction ("1952 is before 1960." for
+        "first", "1960 is after 1952." for "later") and answers, without
+        restating the question. Falls back to two searches when the block
+        misses a year.
 
   Returns:
     [(text, is_retrieved), ...]: the agent's own text (False) alternating
@@ -1097,6 +1109,9 @@ def scripted_trajectory(question: Question, world: World, style: str,
   if restate not in RESTATE_MODES:
     raise ValueError(f"restate={restate!r} is not one of "
                      f"{', '.join(map(repr, RESTATE_MODES))}")
+  if compare not in COMPARE_MODES:
+    raise ValueError(f"compare={compare!r} is not one of "
+                     f"{', '.join(map(repr, COMPARE_MODES))}")
   hops = _hops_of(question, world)
   answer = question.answers[0]
   if premature and question.kind == "2hop":
@@ -1132,6 +1147,11 @@ def scripted_trajectory(question: Question, world: World, style: str,
                        f"not return {hop.target!r}")
     say(" " + sentence)
 
+  if (question.kind == "comparison" and compare == "one_search"
+      and (search_all or not any(world.is_internal(h.fact) for h in hops))):
+    done = _compare_in_one_search(question, world, tags, hops, search)
+    if done is not None:
+      return done
   for i, hop in enumerate(hops):
     say(("" if i == 0 else " ") + _NEED[hop.relation].format(x=hop.start) + " ")
     sentence = world.sentence(hop.fact, about=hop.start)
@@ -1151,3 +1171,34 @@ def scripted_trajectory(question: Question, world: World, style: str,
       f"{ANSWER_BEGIN}{answer}{ANSWER_END}")
   flush()
   return segments
+
+
+def _compare_in_one_search(question: Question, world: World, tags, hops,
+                           search: Callable[[str], str]
+                           ) -> list[tuple[str, bool]] | None:
+  """`scripted_trajectory`'s compare="one_search": both facts from one
+  query, or None when its block misses either."""
+  a, b = hops
+  verb = _COMPARE_VERB[a.relation]
+  query = f"{a.start} {b.start} {verb} year"
+  block = search(query)
+  if a.target not in block or b.target not in block:
+    return None
+  facts = " ".join(world.sentence(h.fact, about=h.start) for h in hops)
+  answer = question.answers[0]
+  early, late = sorted((int(a.target), int(b.target)))
+  # The answer's year first: the comparison says which year it looks for.
+  order = (f"{early} is before {late}" if answer == _earlier(hops).start
+           else f"{late} is after {early}")
+  return [(f"I need the years {a.start} and {b.start} were {verb}. "
+           f"{tags.query_begin}{query}{tags.query_end}", False),
+          (block, True),
+          (f" {facts} {order}. So the answer is {answer}.{THINK_END}\n"
+           f"{ANSWER_BEGIN}{answer}{ANSWER_END}", False)]
+
+
+_COMPARE_VERB = {"birth_year": "born", "released_year": "released"}
+
+
+def _earlier(hops):
+  return min(hops, key=lambda h: int(h.target))
