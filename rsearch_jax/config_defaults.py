@@ -80,9 +80,10 @@ The config reference (README "Config reference" mirrors this):
                       which the agent stops after the first hop and answers
                       the bridge (wrong): an agent that stops one hop short
   data.sft_compare    "two_searches" | "one_search": how the scripted agent
-                      looks up a comparison whose facts it searches; one
-                      query naming both, then the years compared in the
-                      question's direction
+                      looks up a comparison whose facts it searches; with
+                      "one_search" it writes the question out, searches
+                      both names in one query, then compares the years in
+                      the question's direction
                       (synthetic.scripted_trajectory's `compare`)
   data.sft_own_world  the cold start includes sft_examples trajectories in
                       the world itself (synthetic; False: only in the

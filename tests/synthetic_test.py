@@ -741,7 +741,7 @@ def test_one_search_comparison_reads_both_years_from_one_block(
   query naming both, whose block holds both years; the agent states both
   facts, writes the answer's year first ("before" for the earlier, "after"
   for the later: checked against the documents' years) and does not
-  restate the question. A comparison with an internal fact (R1-Searcher++,
+  restate the question after the documents. A comparison with an internal fact (R1-Searcher++,
   not searching it) and every other kind are the two-search agent's."""
   comparisons = [q for q in splits["train"] if q.kind == "comparison"]
   one = 0
@@ -768,7 +768,7 @@ def test_one_search_comparison_reads_both_years_from_one_block(
       query = log[0][0]
       assert all(e in query for e in years), query
       own = "".join(t for t, r in segments if not r)
-      assert "\nQuestion:" not in own
+      assert "\nQuestion:" not in own and own.count(q.question) == 1
       for e, y in years.items():
         assert f"{e} was {'born' if 'born' in q.question else 'released'} in "\
             f"the year {y}." in own

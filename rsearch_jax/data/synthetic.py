@@ -1081,12 +1081,12 @@ def scripted_trajectory(question: Question, world: World, style: str,
     compare: one of `COMPARE_MODES`, how a comparison whose two facts are
       both searched is looked up.
       "two_searches": one hop after the other, as any question.
-      "one_search": one query naming both ("A B born year"), whose block
-        holds both documents; the agent states both facts, then compares
-        the years in the question's direction ("1952 is before 1960." for
-        "first", "1960 is after 1952." for "later") and answers, without
-        restating the question. Falls back to two searches when the block
-        misses a year.
+      "one_search": the agent writes the question ("I need the years. Who
+        was born first, A or B?"), one query naming both ("A or B born
+        year"), whose block holds both documents, states both facts, then
+        compares the years in the question's direction ("1952 is before
+        1960." for "first", "1960 is after 1952." for "later") and
+        answers. Falls back to two searches when the block misses a year.
 
   Returns:
     [(text, is_retrieved), ...]: the agent's own text (False) alternating
@@ -1180,7 +1180,10 @@ def _compare_in_one_search(question: Question, world: World, tags, hops,
   query, or None when its block misses either."""
   a, b = hops
   verb = _COMPARE_VERB[a.relation]
-  query = f"{a.start} {b.start} {verb} year"
+  # The question's own words where it names the two ("A or B"): the name
+  # after "or" is copied by matching what preceded it, which a tiny model
+  # does (after "A and" it wrote A again).
+  query = f"{a.start} or {b.start} {verb} year"
   block = search(query)
   if a.target not in block or b.target not in block:
     return None
@@ -1190,7 +1193,7 @@ def _compare_in_one_search(question: Question, world: World, tags, hops,
   # The answer's year first: the comparison says which year it looks for.
   order = (f"{early} is before {late}" if answer == _earlier(hops).start
            else f"{late} is after {early}")
-  return [(f"I need the years {a.start} and {b.start} were {verb}. "
+  return [(f"I need the years. {question.question} "
            f"{tags.query_begin}{query}{tags.query_end}", False),
           (block, True),
           (f" {facts} {order}. So the answer is {answer}.{THINK_END}\n"
