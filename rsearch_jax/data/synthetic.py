@@ -1179,11 +1179,10 @@ def _compare_in_one_search(question: Question, world: World, tags, hops,
   """`scripted_trajectory`'s compare="one_search": both facts from one
   query, or None when its block misses either."""
   a, b = hops
-  verb = _COMPARE_VERB[a.relation]
   # The question's own words where it names the two ("A or B"): the name
   # after "or" is copied by matching what preceded it, which a tiny model
   # does (after "A and" it wrote A again).
-  query = f"{a.start} or {b.start} {verb} year"
+  query = _QUERY[a.relation].format(x=f"{a.start} or {b.start}")
   block = search(query)
   if a.target not in block or b.target not in block:
     return None
@@ -1191,17 +1190,11 @@ def _compare_in_one_search(question: Question, world: World, tags, hops,
   answer = question.answers[0]
   early, late = sorted((int(a.target), int(b.target)))
   # The answer's year first: the comparison says which year it looks for.
-  order = (f"{early} is before {late}" if answer == _earlier(hops).start
+  first = a if int(a.target) < int(b.target) else b
+  order = (f"{early} is before {late}" if answer == first.start
            else f"{late} is after {early}")
   return [(f"I need the years. {question.question} "
            f"{tags.query_begin}{query}{tags.query_end}", False),
           (block, True),
           (f" {facts} {order}. So the answer is {answer}.{THINK_END}\n"
            f"{ANSWER_BEGIN}{answer}{ANSWER_END}", False)]
-
-
-_COMPARE_VERB = {"birth_year": "born", "released_year": "released"}
-
-
-def _earlier(hops):
-  return min(hops, key=lambda h: int(h.target))
